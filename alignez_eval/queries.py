@@ -1,0 +1,150 @@
+"""Query lists for `fit --queries` and `alignez-eval queries`.
+
+A spec is either a JSONL file (one object per line with `instruction`, `query` or `prompt`; `id` and
+`category` optional) or the name of one of our lm-eval tasks, whose docs are loaded through lm-eval's
+TaskManager with our include path and the task's own processing, so the queries a fit sees are exactly
+the instructions the judge later sees.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from alignez_eval.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+# Field names accepted for the query text, in order of preference.
+TEXT_FIELDS: tuple[str, ...] = ("instruction", "query", "prompt")
+
+
+def query_id(text: str) -> str:
+    """Stable id of a query without one: a content hash, so the same text gets the same id in every run."""
+    return "q-" + hashlib.sha256(text.strip().encode("utf-8")).hexdigest()[:16]
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.endswith((".jsonl", ".json", ".ndjson")) or "/" in spec or "\\" in spec or Path(spec).exists()
+
+
+def _text_of(obj: dict[str, Any]) -> str | None:
+    for field in TEXT_FIELDS:
+        value = obj.get(field)
+        if isinstance(value, str) and value.strip():
+            return value
+        # Chat-style prompts (a list of turns) use the first user turn, as the task loaders do.
+        if isinstance(value, list) and value and isinstance(value[0], str) and value[0].strip():
+            return value[0]
+    return None
+
+
+def _category_of(obj: dict[str, Any]) -> str:
+    value = obj.get("category", "")
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def load_jsonl_queries(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Read a query JSONL file into dicts with `id`, `instruction`, `category` (other fields kept)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"query file {str(path)!r} does not exist; pass an existing JSONL file or a task name "
+                        "(see `alignez-eval queries alignez_embedded --limit 5`)")
+    if path.is_dir():
+        raise DataError(f"query spec {str(path)!r} is a directory; pass a JSONL file with one query per line")
+    out: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                "each line must be one JSON object such as {\"instruction\": \"...\"}") from exc
+            if isinstance(obj, str):
+                obj = {"instruction": obj}
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; "
+                                "write one object per line such as {\"instruction\": \"...\"}")
+            text = _text_of(obj)
+            if text is None:
+                raise DataError(f"{path}:{lineno}: no non-empty {' / '.join(TEXT_FIELDS)} field; "
+                                "add the query text under \"instruction\"")
+            rec = dict(obj)
+            rec["instruction"] = text
+            rec["category"] = _category_of(obj)
+            given = obj.get("id")
+            rec["id"] = str(given) if given is not None and str(given) != "" else query_id(text)
+            if rec["id"] in seen:
+                if given is not None:
+                    raise DataError(f"{path}:{lineno}: id {rec['id']!r} already used on line {seen[rec['id']]}; "
+                                    "ids must be unique (or leave `id` out to use a content hash)")
+                # The same text twice without explicit ids: keep both, with a deterministic suffix.
+                n = 2
+                while f"{rec['id']}-{n}" in seen:
+                    n += 1
+                rec["id"] = f"{rec['id']}-{n}"
+            seen[rec["id"]] = lineno
+            out.append(rec)
+            if limit is not None and len(out) >= limit:
+                break
+    if not out:
+        raise DataError(f"query file {str(path)!r} is empty; write one JSON object per line with an "
+                        "\"instruction\" field")
+    return out
+
+
+def load_queries(spec: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Queries from a JSONL file or one of our lm-eval tasks.
+
+    Every returned dict has at least `id` (str), `instruction` (str) and `category` (str, "" if none).
+    """
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be a positive number of queries, got {limit}")
+    if _looks_like_path(spec):
+        return load_jsonl_queries(spec, limit)
+    return load_task_queries(spec, limit)
+
+
+def _task_manager():  # -> lm_eval.tasks.TaskManager (imported lazily: lm-eval import is slow)
+    from lm_eval.tasks import TaskManager
+
+    from alignez_eval import tasks_path
+
+    return TaskManager(include_path=tasks_path())
+
+
+def load_task_queries(task: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Processed docs of one of our tasks, in the task's evaluation order."""
+    tm = _task_manager()
+    names = [n for n in tm.all_subtasks if n.startswith("alignez_")]
+    if task not in tm.all_tasks:
+        close = difflib.get_close_matches(task, names, n=5, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"available: {', '.join(sorted(names))}"
+        raise ConfigError(f"unknown task {task!r} (and no such file); {hint}")
+    if task not in tm.all_subtasks:
+        raise ConfigError(f"{task!r} is a group; pass one of its tasks (e.g. {task}'s members listed by "
+                          "`lm_eval ls tasks --include_path $(alignez-eval tasks-path)`)")
+    loaded = tm.load([task])["tasks"][task]
+    docs = loaded.eval_docs
+    out: list[dict[str, Any]] = []
+    for doc in docs:
+        rec = dict(doc)
+        rec["id"] = str(rec["id"])
+        rec["category"] = _category_of(rec)
+        out.append(rec)
+        if limit is not None and len(out) >= limit:
+            break
+    if not out:
+        raise DataError(f"task {task!r} has no documents; check its dataset")
+    return out
