@@ -1,0 +1,85 @@
+"""One system × one task through lm-eval, written exactly as `lm_eval --output_path D --log_samples` would.
+
+This follows `lm_eval._cli.run` (simple_evaluate → EvaluationTracker.save_results_aggregated →
+save_results_samples per task), but with an already-loaded LM instance, so one base model serves
+the unedited baseline and every edited variant without reloading weights. The judge then reads the
+directory like any lm-eval run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from alignez_eval.pipeline.steps import sha256_file
+
+logger = logging.getLogger(__name__)
+
+
+def task_manager():  # -> lm_eval.tasks.TaskManager, with our packaged tasks on the include path
+    from lm_eval.tasks import TaskManager
+
+    from alignez_eval import tasks_path
+
+    return TaskManager(include_path=str(tasks_path()))
+
+
+def generate_run(
+    lm: Any,
+    *,
+    task: str,
+    out_dir: Path,
+    model_args: str,
+    limit: int | None = None,
+    doc_indices: list[int] | None = None,
+    apply_chat_template: bool = False,
+    gen_kwargs: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Generate `task` with `lm` into `out_dir` (an lm-eval output_path). Returns a small summary.
+
+    `model_args` is only recorded (the results JSON's `config.model_args` and the run's directory
+    name); the model itself is `lm`. `doc_indices` selects documents by position (lm-eval's
+    `samples=`) and excludes `limit`.
+    """
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+
+    tracker = EvaluationTracker(output_path=str(out_dir))
+    results = simple_evaluate(
+        model=lm,
+        model_args=model_args,
+        tasks=[task],
+        limit=None if doc_indices is not None else limit,
+        samples={task: list(doc_indices)} if doc_indices is not None else None,
+        log_samples=True,
+        evaluation_tracker=tracker,
+        apply_chat_template=apply_chat_template,
+        gen_kwargs=dict(gen_kwargs) if gen_kwargs else None,
+        task_manager=task_manager(),
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+        bootstrap_iters=0,
+    )
+    if results is None:  # a non-zero data-parallel rank: rank 0 writes the files
+        return {"rank_result": None}
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task_name in results["configs"]:
+        tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    files = sorted(out_dir.rglob("samples_*.jsonl"))
+    if not files:
+        raise RuntimeError(f"lm-eval wrote no samples file under {out_dir} for task {task}")
+    n = sum(1 for line in files[0].read_text(encoding="utf-8").splitlines() if line.strip())
+    metrics = {k: v for k, v in results.get("results", {}).get(task, {}).items() if isinstance(v, int | float)}
+    return {
+        "task": task,
+        "n_samples": n,
+        "samples_sha256": sha256_file(files[0]),
+        "samples_file": str(files[0].relative_to(out_dir)),
+        "metrics": json.loads(json.dumps(metrics, default=str)),
+    }

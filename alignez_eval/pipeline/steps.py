@@ -1,0 +1,207 @@
+"""Content-addressed, resumable pipeline steps and the manifest that records them.
+
+A step (one generation run, one fit, one judging pass, one report) is identified by the sha256 of
+its inputs (canonical JSON: model identity, edit hash, task, limit, generation settings, package
+versions). Its outputs live in `WORK/<kind>/<name>-<key[:12]>/`, produced in a temporary sibling and
+renamed into place only when complete, with a `step.json` inside naming the key. A directory
+without a matching `step.json` is a leftover of a killed run and is rebuilt, never trusted.
+
+`WORK/manifest.json` indexes every step (inputs, outputs, seconds) and logs each run/skip, so a
+second invocation can show — and tests can count — that nothing unchanged was recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignez_eval import __version__
+
+logger = logging.getLogger(__name__)
+
+STEP_FILE = "step.json"
+MANIFEST = "manifest.json"
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal inputs give byte-equal text, hence equal hashes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    """Versions whose change can change an output (generation numerics, task rendering, judging)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"alignez-eval": __version__}
+    for pkg in ("lm-eval", "torch", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:  # pragma: no cover - all are dependencies
+            out[pkg] = "absent"
+    return out
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temp file in the same directory + os.replace, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+
+
+def slug(name: str) -> str:
+    """A file-system-safe, still readable version of a step name."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_")[:80] or "step"
+
+
+@dataclass
+class StepResult:
+    """Where a step's outputs are, what it recorded about them, and whether it was skipped."""
+
+    kind: str
+    name: str
+    key: str
+    path: Path
+    meta: dict[str, Any]
+    skipped: bool
+    seconds: float
+
+
+@dataclass
+class StepCache:
+    """The step store of one work directory (single writer: the main process, or rank 0)."""
+
+    root: Path
+    versions: dict[str, str] = field(default_factory=software_versions)
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # -- keys and paths -------------------------------------------------------------------------
+    def key(self, kind: str, inputs: Mapping[str, Any]) -> str:
+        return sha256_text(canonical_json({"kind": kind, "inputs": inputs, "versions": self.versions}))
+
+    def path_for(self, kind: str, name: str, key: str) -> Path:
+        return self.root / kind / f"{slug(name)}-{key[:12]}"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    # -- manifest -------------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"steps": {}, "log": []}
+        data.setdefault("steps", {})
+        data.setdefault("log", [])
+        return data
+
+    def _record(self, event: str, res: StepResult, inputs: Mapping[str, Any] | None) -> None:
+        data = self.manifest()
+        entry = data["steps"].get(res.key, {})
+        entry.update(kind=res.kind, name=res.name, path=str(res.path.relative_to(self.root)),
+                     meta=res.meta, versions=self.versions)
+        if inputs is not None:
+            entry["inputs"] = inputs
+            entry["seconds"] = round(res.seconds, 3)
+        data["steps"][res.key] = entry
+        data["log"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": event, "kind": res.kind,
+                            "name": res.name, "key": res.key[:12], "seconds": round(res.seconds, 3)})
+        atomic_write_json(self.manifest_path, data)
+
+    # -- lookup and run -------------------------------------------------------------------------
+    def lookup(self, kind: str, name: str, inputs: Mapping[str, Any]) -> StepResult | None:
+        """The finished step for these inputs, or None (a partial directory counts as absent)."""
+        key = self.key(kind, inputs)
+        path = self.path_for(kind, name, key)
+        try:
+            rec = json.loads((path / STEP_FILE).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
+            return None
+        if rec.get("key") != key:
+            return None
+        return StepResult(kind, name, key, path, rec.get("meta", {}), True, float(rec.get("seconds", 0.0)))
+
+    def run(
+        self,
+        kind: str,
+        name: str,
+        inputs: Mapping[str, Any],
+        produce: Callable[[Path], Mapping[str, Any] | None],
+        *,
+        force: bool = False,
+    ) -> StepResult:
+        """Return the cached outputs of (kind, inputs), or call `produce(tmp_dir)` to make them.
+
+        `produce` writes its files into the directory it is given and returns small JSON-able
+        metadata (hashes, counts) that later steps may key on; the directory is moved into place
+        only after `produce` returns, so an interrupted step leaves nothing that looks finished.
+        """
+        if not force and (hit := self.lookup(kind, name, inputs)) is not None:
+            logger.info("step %s/%s: unchanged (key %s), skipped", kind, name, hit.key[:12])
+            self.skipped.append(f"{kind}/{name}")
+            self._record("skipped", hit, None)
+            return hit
+        key = self.key(kind, inputs)
+        final = self.path_for(kind, name, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+        logger.info("step %s/%s: running (key %s)", kind, name, key[:12])
+        t0 = time.perf_counter()
+        try:
+            meta = dict(produce(tmp) or {})
+            seconds = time.perf_counter() - t0
+            atomic_write_json(tmp / STEP_FILE, {"key": key, "kind": kind, "name": name, "inputs": inputs,
+                                                "meta": meta, "seconds": seconds, "versions": self.versions})
+            if final.exists():  # a stale or partial directory for the same key: replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        logger.info("step %s/%s: done in %.1f s", kind, name, seconds)
+        res = StepResult(kind, name, key, final, meta, False, seconds)
+        self.ran.append(f"{kind}/{name}")
+        self._record("ran", res, inputs)
+        return res

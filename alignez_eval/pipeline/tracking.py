@@ -1,0 +1,86 @@
+"""wandb logging of sweep points and of the sweep summary.
+
+Works without an account: with no `WANDB_MODE` set and no API key, runs are written offline under
+`<dir>/wandb/offline-run-*` for a later `wandb sync`. One run per point (config = the point;
+metrics = gap closed, net win, their CIs, answer lengths; the leaderboard as a table and its plot
+as an image), grouped under the sweep's name; a summary run ranks the points.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def wandb_mode() -> str:
+    """`WANDB_MODE` if set; otherwise online only when credentials exist, so nothing ever prompts."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        if "api.wandb.ai" in netrc.read_text(encoding="utf-8"):
+            return "online"
+    except OSError:
+        pass
+    return "offline"
+
+
+def init_run(*, project: str, group: str, name: str, config: dict[str, Any], job_type: str,
+             directory: Path, entity: str | None = None, tags: list[str] | None = None) -> Any:
+    import wandb
+
+    directory.mkdir(parents=True, exist_ok=True)
+    mode = wandb_mode()
+    run = wandb.init(project=project, entity=entity, group=group, name=name, job_type=job_type,
+                     config=config, dir=str(directory), mode=mode, tags=tags, reinit="create_new",
+                     settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
+    logger.info("wandb run %s (%s, %s): %s", name, job_type, mode, getattr(run, "dir", "?"))
+    return run
+
+
+def csv_table(path: Path) -> Any:
+    """A leaderboard CSV as a wandb.Table (columns from the header)."""
+    import wandb
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return wandb.Table(columns=["empty"], data=[])
+    return wandb.Table(columns=rows[0], data=rows[1:])
+
+
+def log_point(run: Any, metrics: dict[str, float | int | None], *, leaderboard_csv: Path | None = None,
+              plot_png: Path | None = None, prefix: str = "sweep") -> None:
+    """Log one point's metrics (as `prefix/name`) and its leaderboard media; sets them as the summary."""
+    import wandb
+
+    clean = {f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
+    payload: dict[str, Any] = dict(clean)
+    if leaderboard_csv is not None and leaderboard_csv.exists():
+        payload["leaderboard"] = csv_table(leaderboard_csv)
+    if plot_png is not None and plot_png.exists():
+        payload["leaderboard_plot"] = wandb.Image(str(plot_png))
+    run.log(payload)
+    for k, v in clean.items():
+        run.summary[k] = v
+
+
+def log_summary(run: Any, ranking: list[dict[str, Any]], heldout: dict[str, Any] | None) -> None:
+    """The summary run: every point ranked (a table), and the best point's held-out figures."""
+    import wandb
+
+    if ranking:
+        cols = sorted({k for r in ranking for k in r}, key=lambda c: (c != "rank", c != "point", c))
+        run.log({"ranking": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in ranking])})
+    if heldout:
+        for k, v in heldout.items():
+            if isinstance(v, int | float):
+                run.summary[f"heldout/{k}"] = v
+        run.log({f"heldout/{k}": v for k, v in heldout.items() if isinstance(v, int | float)})

@@ -1,0 +1,102 @@
+"""Sweep configs: validation, grid/random expansion, the seeded split, native wandb emission."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alignez_eval.errors import ConfigError
+from alignez_eval.pipeline.sweep_config import (
+    load_sweep,
+    parse_sweep,
+    point_name,
+    split_ids,
+    substitute,
+    wandb_sweep_config,
+)
+
+BASE = {"base": "pretrained=/m", "tasks": ["alignez_embedded"], "judge": "hf:/j"}
+
+
+def test_grid_is_the_cartesian_product_with_fixed_settings() -> None:
+    cfg = parse_sweep({**BASE, "fixed": {"method": "alignez"},
+                       "parameters": {"alpha": [0.5, 1.0, 2.0], "n_layers": {"values": [1, 3]}}})
+    pts = cfg.points()
+    assert len(pts) == 6
+    assert {(p["alpha"], p["n_layers"]) for p in pts} == {(a, n) for a in (0.5, 1.0, 2.0) for n in (1, 3)}
+    assert all(p["method"] == "alignez" for p in pts)
+    assert point_name(pts[0]) == "alpha=0.5,method=alignez,n_layers=1"
+
+
+def test_random_search_is_seeded_distinct_and_in_range() -> None:
+    raw = {**BASE, "search": "random", "n_points": 5, "seed": 3,
+           "parameters": {"alpha": {"min": 0.1, "max": 4.0, "distribution": "log_uniform_values"},
+                          "n_layers": {"min": 1, "max": 6}, "method": ["alignez", "caa"]}}
+    a, b = parse_sweep(raw).points(), parse_sweep(raw).points()
+    assert a == b and len(a) == 5
+    assert len({point_name(p) for p in a}) == 5
+    for p in a:
+        assert 0.1 <= p["alpha"] <= 4.0 and isinstance(p["n_layers"], int) and 1 <= p["n_layers"] <= 6
+        assert p["method"] in ("alignez", "caa")
+    assert parse_sweep({**raw, "seed": 4}).points() != a
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"parameters": {"temperature": [1]}}, "unknown sweep parameter"),
+    ({"parameters": {"alpha": {"min": 0, "max": 1}}}, "grid search needs value lists"),
+    ({"parameters": {"alpha": []}}, "empty value list"),
+    ({"parameters": {"alpha": [1]}, "search": "bayes"}, "grid or random"),
+    ({"parameters": {"alpha": [1]}, "search": "random"}, "n_points"),
+    ({"parameters": {"alpha": [1]}, "fixed": {"alpha": 2}}, "both fixed and searched"),
+    ({"parameters": {"alpha": [1]}, "metric": "gap_closed"}, "needs a `tuned` model"),
+    ({"parameters": {"alpha": [1]}, "colour": "red"}, "unknown key"),
+])
+def test_bad_configs_name_the_fix(bad: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_sweep({**BASE, **bad})
+    with pytest.raises(ConfigError, match="missing `judge`"):
+        parse_sweep({"base": "x", "tasks": ["t"], "parameters": {"alpha": [1]}})
+
+
+def test_split_is_seeded_disjoint_and_stable_under_reordering() -> None:
+    ids = [f"q{i}" for i in range(40)]
+    sweep, held = split_ids(ids, 0.5, seed=0)
+    assert len(held) == 20 and len(sweep) == 20 and not set(sweep) & set(held)
+    assert set(sweep) | set(held) == set(ids)
+    assert sweep == [i for i in ids if i in set(sweep)]  # original order kept
+    assert split_ids(list(reversed(ids)), 0.5, 0)[1] == [i for i in reversed(ids) if i in set(held)]
+    assert split_ids(ids, 0.5, seed=1)[1] != held
+    with pytest.raises(ConfigError, match="at least 4"):
+        split_ids(ids[:3], 0.5, 0)
+
+
+def test_substitution_and_native_wandb_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUDGE_URL", "http://127.0.0.1:9/v1")
+    assert substitute("openai:${env:JUDGE_URL}") == "openai:http://127.0.0.1:9/v1"
+    monkeypatch.delenv("NOPE_NOT_SET", raising=False)
+    with pytest.raises(ConfigError, match="NOPE_NOT_SET"):
+        substitute("${env:NOPE_NOT_SET}")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "name": "s", "judge": "openai:${env:JUDGE_URL}",
+                                    "fixed": {"method": "alignez"},
+                                    "parameters": {"alpha": [1, 2], "n_layers": [1, 3]}}))
+    cfg = load_sweep(path)
+    assert cfg.judge == "openai:http://127.0.0.1:9/v1"
+    native = wandb_sweep_config(cfg, path)
+    assert native["method"] == "grid" and native["program"] == "alignez-eval"
+    assert native["command"][:3] == ["${env}", "${program}", "sweep-agent"]
+    assert native["command"][-1] == str(path.resolve())
+    assert native["parameters"] == {"alpha": {"values": [1, 2]}, "n_layers": {"values": [1, 3]},
+                                    "method": {"value": "alignez"}}
+    assert native["metric"] == {"name": "sweep/net_win", "goal": "maximize"}
+
+
+def test_shipped_configs_parse() -> None:
+    root = Path(__file__).resolve().parent.parent / "sweeps"
+    for path in sorted(root.glob("*.yaml")):
+        cfg = load_sweep(path, resolve=False)
+        assert cfg.points(), path
+    demo = load_sweep(root / "demo_alpha_layers.yaml", resolve=False)
+    assert {p.name for p in demo.params} == {"alpha", "n_layers"} and demo.search == "grid"
