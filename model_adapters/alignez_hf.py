@@ -1,0 +1,311 @@
+"""`alignez-hf`: lm-eval's HFLM with an AlignEZ edit applied inside every model call.
+
+Only the choke points are overridden: `_model_call` (loglikelihood forwards) and
+`_model_generate` (generation) install the edit hooks for that call and remove them afterwards.
+`_loglikelihood_tokens` is wrapped only to learn each row's context/continuation split, which the
+position modes need. With `edit=none` every override calls straight through to HFLM, so results
+are those of `--model hf`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lm_eval.models  # noqa: F401  — fill the registry with the built-ins before adding ours
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from alignez_eval import __version__
+from alignez_eval.editing.artifact import Edit
+from alignez_eval.editing.hooks import (
+    EditConfig,
+    EditPlan,
+    GenerationPositions,
+    RowGates,
+    SpanPositions,
+    capture_query_states,
+    edit_session,
+    loglikelihood_span,
+    prepare_plan,
+    query_gates,
+)
+from alignez_eval.editing.layers import check_no_split_layer_list
+from alignez_eval.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_KEEP = object()
+# `gate=none` reaches us as Python None through lm-eval's string parser, so "use the artifact's
+# gate" needs its own marker.
+ARTIFACT = "artifact"
+
+LLRequest = tuple[Any, list[int], list[int]]
+
+
+def _is_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("none", ""))
+
+
+def _strip_pad(tokens: Sequence[int]) -> tuple[int, ...]:
+    """lm-eval right-pads loglikelihood rows with token id 0 (`pad_and_concat`)."""
+    end = len(tokens)
+    while end > 0 and tokens[end - 1] == 0:
+        end -= 1
+    return tuple(tokens[:end])
+
+
+@register_model("alignez-hf")
+class AlignEZHFLM(HFLM):
+    """HFLM + an AlignEZ edit. model_args (all scalars, so lm-eval's comma parser keeps them):
+
+    edit        PATH of a saved artifact | none (the unedited baseline through the same code path)
+    alpha       boost scale α (default 1.0)
+    layers      auto | all | 3;5;7 | 3+5+7 | 10-20 | -6--1   (default: the artifact's)
+    n_layers    top-n for layers=auto (default: the artifact's)
+    positions   last (default, the paper's) | all | generated
+    component   mlp | block (must match the artifact; default: the artifact's)
+    gate        paper | flipped | none (default: the artifact's)
+    layers_path dotted path of the decoder-block list, for architectures not in the table
+    fit         fit an edit on the fly from the evaluation queries (added by the fit module)
+    """
+
+    def __init__(
+        self,
+        pretrained: Any,
+        edit: Any = _KEEP,
+        alpha: float = 1.0,
+        layers: Any = None,
+        n_layers: int | None = None,
+        positions: str = "last",
+        component: str | None = None,
+        gate: Any = ARTIFACT,
+        layers_path: str | None = None,
+        fit: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        check_no_split_layer_list(kwargs)
+        # Seam for the fit module: `fit=...` plus any `fit_*` model_args.
+        self._fit_args: dict[str, Any] = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("fit_")}
+        self._fit_spec = fit
+        self._edit: Edit | None = None
+        self._plan: EditPlan | None = None
+        self._ll_rows: dict[tuple[int, ...], tuple[int, int]] = {}
+        super().__init__(pretrained, **kwargs)
+        self._setup_data_parallel()
+        self.layers_path = layers_path
+        self.last_chosen_layers: list[list[int]] = []
+        self.layer_usage: Counter[int] = Counter()
+        if edit is _KEEP and fit is None:
+            logger.warning("alignez-hf without edit=: running unedited (pass edit=PATH, or edit=none to silence)")
+            edit = None
+        if fit is not None and not (edit is _KEEP or _is_none(edit)):
+            raise ConfigError("pass either edit=PATH or fit=..., not both")
+        self._config_kwargs = dict(
+            alpha=alpha, layers=layers, n_layers=n_layers, positions=positions, component=component, gate=gate
+        )
+        self.set_edit(edit=None if edit is _KEEP else edit, **self._config_kwargs)
+
+    # ---- data parallel on CPU ----------------------------------------------------------------
+    def _setup_data_parallel(self) -> None:
+        """HFLM assigns rank/world size only when CUDA has more than one device; under
+        `accelerate launch`/torchrun on CPU (gloo) every process would evaluate everything."""
+        acc = getattr(self, "accelerator", None)
+        if acc is not None and acc.num_processes > 1 and self._world_size == 1:
+            self._rank = acc.process_index
+            self._world_size = acc.num_processes
+            logger.info("data parallel: rank %d of %d (%s)", self._rank, self._world_size, acc.device)
+
+    # ---- configuration -----------------------------------------------------------------------
+    def set_edit(
+        self,
+        edit: Any = _KEEP,
+        *,
+        alpha: float = 1.0,
+        layers: Any = None,
+        n_layers: int | None = None,
+        positions: str = "last",
+        component: str | None = None,
+        gate: Any = ARTIFACT,
+    ) -> None:
+        """(Re)configure the edit without reloading weights. `edit` is a path, an `Edit`, or
+        none; omitted, the current artifact is kept. Every other setting not passed returns to
+        its default (so a sweep point never inherits the previous point's settings)."""
+        if edit is not _KEEP:
+            if _is_none(edit):
+                self._edit = None
+            elif isinstance(edit, Edit):
+                self._edit = edit
+            elif isinstance(edit, (str, os.PathLike)):
+                self._edit = Edit.load(Path(edit))
+            else:
+                raise ConfigError(f"edit={edit!r}: pass a path to an edit artifact, or edit=none")
+        config = EditConfig(
+            alpha=float(alpha),
+            layers=layers,
+            n_layers=int(n_layers) if isinstance(n_layers, float) and n_layers.is_integer() else n_layers,
+            positions=str(positions).strip().lower(),
+            component=None if _is_none(component) else str(component),
+            gate=None if gate == ARTIFACT else ("none" if _is_none(gate) else str(gate)),
+        )
+        self._config = config
+        self._plan = None if self._edit is None else prepare_plan(self._edit, config, self.model, self.layers_path)
+        self.last_chosen_layers = []
+        self.layer_usage = Counter()
+        if self._plan is not None:
+            logger.info("alignez-hf edit: %s", {k: v for k, v in self._plan.describe().items() if k != "edit"})
+
+    @property
+    def edit_plan(self) -> EditPlan | None:
+        return self._plan
+
+    def edit_info(self) -> dict[str, Any]:
+        """What goes into lm-eval's results `config` (via get_model_info)."""
+        if self._plan is None:
+            return {"edit": "none", "positions": self._config.positions, "alignez_eval_version": __version__}
+        info = self._plan.describe()
+        info["alignez_eval_version"] = __version__
+        if self.layer_usage:
+            info["auto_layer_usage"] = {str(k): v for k, v in sorted(self.layer_usage.items())}
+        return info
+
+    def get_model_info(self) -> dict:
+        info = super().get_model_info()
+        info["alignez_edit"] = self.edit_info()
+        info["alignez_edit_sha256"] = self._plan.edit.sha256 if self._plan is not None else None
+        return info
+
+    # ---- the fit seam ------------------------------------------------------------------------
+    def _fit_edit(self, requests: list[Any]) -> Edit:
+        """Fit an edit on the fly from the evaluation requests (`fit=...`). Wired by the fit module."""
+        raise ConfigError("fit= needs the fit module (alignez_eval.fit), which is not installed yet; "
+                          "fit an artifact with `alignez-eval fit` and pass edit=PATH")
+
+    def _ensure_fitted(self, requests: list[Any]) -> None:
+        if self._fit_spec is not None and self._edit is None:
+            edit = self._fit_edit(requests)
+            self.set_edit(edit=edit, **self._config_kwargs)
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        self._ensure_fitted(requests)
+        return super().generate_until(requests, disable_tqdm=disable_tqdm)
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        self._ensure_fitted(requests)
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        self._ensure_fitted(requests)
+        return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
+
+    # ---- loglikelihood -----------------------------------------------------------------------
+    def _ll_row(self, context_enc: list[int], continuation_enc: list[int]) -> tuple[tuple[int, ...], tuple[int, int]]:
+        """The key and (inplen, contlen) of a request's row, built exactly as HFLM builds `inp`."""
+        inp = (context_enc + continuation_enc)[-(self.max_length + 1) :][:-1]
+        return _strip_pad(inp), (len(inp), len(continuation_enc))
+
+    def _loglikelihood_tokens(
+        self, requests: list[LLRequest], disable_tqdm: bool = False, override_bs: int | None = None
+    ) -> list[tuple[float, bool]]:
+        if self._plan is None or self.backend != "causal":
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        # Rows are identified inside _model_call by their tokens. Two requests whose rows are the
+        # same tokens but split differently into context/continuation edit different positions,
+        # so they go to separate rounds (rare; usually there is one round).
+        rounds: list[tuple[list[int], dict[tuple[int, ...], tuple[int, int]]]] = []
+        for idx, (_, ctx, cont) in enumerate(requests):
+            key, val = self._ll_row(ctx, cont)
+            for members, table in rounds:
+                if table.get(key, val) == val:
+                    table[key] = val
+                    members.append(idx)
+                    break
+            else:
+                rounds.append(([idx], {key: val}))
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        try:
+            for members, table in rounds:
+                self._ll_rows = table
+                sub = [requests[i] for i in members]
+                out = super()._loglikelihood_tokens(sub, disable_tqdm=disable_tqdm, override_bs=override_bs)
+                for i, r in zip(members, out, strict=True):
+                    results[i] = r
+        finally:
+            self._ll_rows = {}
+        return results  # type: ignore[return-value]
+
+    def _row_splits(self, inps: torch.Tensor) -> tuple[list[int], list[int]]:
+        """(inplen, contlen) of every row in a loglikelihood batch. A row not from
+        _loglikelihood_tokens (e.g. batch-size detection) counts as a prompt whose next token is
+        scored: the whole row is context, and `last` edits its last position."""
+        inplens, contlens = [], []
+        for row in inps.tolist():
+            inplen, contlen = self._ll_rows.get(_strip_pad(row), (len(row), 1))
+            inplens.append(inplen)
+            contlens.append(contlen)
+        return inplens, contlens
+
+    def _model_call(
+        self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        plan = self._plan
+        if plan is None or attn_mask is not None or labels is not None:
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        inplens, contlens = self._row_splits(inps)
+        spans = [loglikelihood_span(plan.config.positions, i, c) for i, c in zip(inplens, contlens, strict=True)]
+        starts = torch.tensor([s for s, _ in spans], device=inps.device)
+        ends = torch.tensor([e for _, e in spans], device=inps.device)
+        gates = None
+        if plan.needs_query_states:
+            # q̂ at the last context token, read from an unedited pass over the prompt part only
+            # (the model is causal, so later columns cannot change it).
+            qpos = torch.tensor([i - c for i, c in zip(inplens, contlens, strict=True)], device=inps.device)
+            width = int(qpos.max()) + 1
+            base_call = super()._model_call
+            gates = self._gates(plan, lambda: base_call(inps[:, :width]), qpos)
+        with edit_session(self.model, plan, SpanPositions(starts, ends), gates):
+            return super()._model_call(inps)
+
+    # ---- generation --------------------------------------------------------------------------
+    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any) -> torch.Tensor:
+        plan = self._plan
+        if plan is None:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        gates = None
+        if plan.needs_query_states:
+            # The prefill of a 1-token greedy generate is exactly the real prefill (same position
+            # ids from the attention mask), unedited; with left padding the query's last token is
+            # at position -1 of every row.
+            attn = generation_kwargs.get("attention_mask")
+            qpos = torch.full((context.shape[0],), context.shape[1] - 1, device=context.device)
+
+            def prefill() -> Any:
+                with torch.autocast(
+                    device_type=self.device.type,
+                    dtype=self.mixed_precision_dtype,
+                    enabled=self.mixed_precision_dtype is not None,
+                ):
+                    return self.model.generate(
+                        input_ids=context, attention_mask=attn, max_new_tokens=1, do_sample=False,
+                        pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
+                        temperature=None, top_p=None, top_k=None,
+                    )
+
+            gates = self._gates(plan, prefill, qpos)
+        with edit_session(self.model, plan, GenerationPositions(plan.config.positions), gates):
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+    # ---- per-query choices -------------------------------------------------------------------
+    def _gates(self, plan: EditPlan, run: Callable[[], Any], qpos: torch.Tensor) -> RowGates:
+        states = capture_query_states(self.model, plan, run, qpos)
+        gates = query_gates(plan, states)
+        self.last_chosen_layers = gates.chosen
+        for row in gates.chosen:
+            self.layer_usage.update(row)
+        logger.debug("alignez-hf chosen layers per row: %s", gates.chosen)
+        return gates
