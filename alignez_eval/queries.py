@@ -116,16 +116,31 @@ def load_queries(spec: str, limit: int | None = None) -> list[dict[str, Any]]:
     return load_task_queries(spec, limit)
 
 
-def _task_manager():  # -> lm_eval.tasks.TaskManager (imported lazily: lm-eval import is slow)
+def _task_manager():  # -> lm_eval.tasks.TaskManager (imported lazily: lm-eval's import is slow)
     from lm_eval.tasks import TaskManager
 
     from alignez_eval import tasks_path
 
-    return TaskManager(include_path=tasks_path())
+    # Only our directory: indexing lm-eval's own few thousand YAMLs would add seconds for nothing.
+    return TaskManager(include_path=tasks_path(), include_defaults=False)
 
 
-def load_task_queries(task: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """Processed docs of one of our tasks, in the task's evaluation order."""
+def _override_data(cfg: dict[str, Any], data_files: str | dict[str, str]) -> dict[str, Any]:
+    """The task's config reading local files instead of the hub, keeping every other setting."""
+    split = cfg.get("test_split") or cfg.get("validation_split")
+    files = {split: str(data_files)} if isinstance(data_files, (str, Path)) else {k: str(v) for k, v in data_files.items()}
+    out = dict(cfg)
+    out.pop("custom_dataset", None)
+    out.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": files})
+    return out
+
+
+def load_task_docs(task: str, data_files: str | dict[str, str] | None = None):  # -> lm_eval Task
+    """Build one of our lm-eval tasks (docs loaded and processed) through lm-eval's TaskManager.
+
+    `data_files` (a path, or {split: path}) reads a local JSON/JSONL copy of the dataset instead of
+    the hub, through the same YAML and processing: for offline mirrors and tests.
+    """
     tm = _task_manager()
     names = [n for n in tm.all_subtasks if n.startswith("alignez_")]
     if task not in tm.all_tasks:
@@ -133,10 +148,28 @@ def load_task_queries(task: str, limit: int | None = None) -> list[dict[str, Any
         hint = f"did you mean {', '.join(close)}?" if close else f"available: {', '.join(sorted(names))}"
         raise ConfigError(f"unknown task {task!r} (and no such file); {hint}")
     if task not in tm.all_subtasks:
-        raise ConfigError(f"{task!r} is a group; pass one of its tasks (e.g. {task}'s members listed by "
-                          "`lm_eval ls tasks --include_path $(alignez-eval tasks-path)`)")
-    loaded = tm.load([task])["tasks"][task]
-    docs = loaded.eval_docs
+        cfg = tm.task_index[task].cfg or {}
+        members = [m if isinstance(m, str) else str(m.get("task", m)) for m in cfg.get("task", [])]
+        raise ConfigError(f"{task!r} is a group, not a task; pass one of its tasks, e.g. {', '.join(members[:4])}")
+    spec: str | dict[str, Any] = task
+    if data_files is not None:
+        from lm_eval.tasks._yaml_loader import load_yaml
+
+        spec = _override_data(load_yaml(tm.task_index[task].yaml_path, resolve_func=True), data_files)
+    try:
+        return tm.load([spec])["tasks"][task]
+    except (ConnectionError, OSError, ValueError) as exc:
+        if data_files is None and "alignez_embedded" not in task:
+            raise DataError(f"could not load the dataset of {task!r} ({type(exc).__name__}: {exc}); without "
+                            "Hugging Face hub access use alignez_embedded, a JSONL file, or a local copy "
+                            "of the split (load_task_docs(..., data_files=PATH))") from exc
+        raise DataError(f"could not load the documents of {task!r}: {exc}") from exc
+
+
+def load_task_queries(task: str, limit: int | None = None,
+                      data_files: str | dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Processed docs of one of our tasks, in the task's evaluation order."""
+    docs = load_task_docs(task, data_files).eval_docs
     out: list[dict[str, Any]] = []
     for doc in docs:
         rec = dict(doc)
