@@ -8,6 +8,7 @@ directory like any lm-eval run.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -18,12 +19,22 @@ from alignez_eval.pipeline.steps import sha256_file
 logger = logging.getLogger(__name__)
 
 
-def task_manager():  # -> lm_eval.tasks.TaskManager, with our packaged tasks on the include path
+@functools.lru_cache(maxsize=2)
+def _task_manager(include_defaults: bool) -> Any:
     from lm_eval.tasks import TaskManager
 
     from alignez_eval import tasks_path
 
-    return TaskManager(include_path=str(tasks_path()))
+    return TaskManager(include_path=str(tasks_path()), include_defaults=include_defaults)
+
+
+def task_manager(tasks: tuple[str, ...] = ()) -> Any:
+    """A TaskManager (cached) that knows `tasks`: ours alone when they are all ours, since indexing
+    lm-eval's thousands of built-in YAMLs takes 10-20 s on a small machine."""
+    ours = _task_manager(False)
+    if all(t in ours.all_tasks for t in tasks):
+        return ours
+    return _task_manager(True)
 
 
 def generate_run(
@@ -58,7 +69,7 @@ def generate_run(
         evaluation_tracker=tracker,
         apply_chat_template=apply_chat_template,
         gen_kwargs=dict(gen_kwargs) if gen_kwargs else None,
-        task_manager=task_manager(),
+        task_manager=task_manager((task,)),
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,

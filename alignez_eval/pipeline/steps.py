@@ -109,6 +109,7 @@ class StepCache:
 
     root: Path
     versions: dict[str, str] = field(default_factory=software_versions)
+    command: str | None = None  # recorded with every step this process runs, for the report
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -145,6 +146,7 @@ class StepCache:
         if inputs is not None:
             entry["inputs"] = inputs
             entry["seconds"] = round(res.seconds, 3)
+            entry["command"] = self.command
         data["steps"][res.key] = entry
         data["log"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": event, "kind": res.kind,
                             "name": res.name, "key": res.key[:12], "seconds": round(res.seconds, 3)})

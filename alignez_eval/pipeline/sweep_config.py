@@ -40,8 +40,8 @@ from alignez_eval.errors import ConfigError
 
 # Edit settings a sweep may vary. Fit-time settings change the fitted artifact (cached per value);
 # inference-time settings only reconfigure the loaded model through `set_edit`.
-FIT_PARAMS: frozenset[str] = frozenset({"method", "energy", "keywords", "component", "gate", "min_pairs"})
-EDIT_PARAMS: frozenset[str] = frozenset({"alpha", "layers", "n_layers", "positions"})
+FIT_PARAMS: frozenset[str] = frozenset({"method", "energy", "keywords", "component", "min_pairs"})
+EDIT_PARAMS: frozenset[str] = frozenset({"alpha", "layers", "n_layers", "positions", "gate"})
 SWEEP_PARAMS: frozenset[str] = FIT_PARAMS | EDIT_PARAMS
 METRICS: tuple[str, ...] = ("net_win", "gap_closed", "lc_win_rate", "win_rate")
 _DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")

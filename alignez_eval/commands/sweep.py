@@ -1,0 +1,60 @@
+"""`alignez-eval sweep`: grid/random search over edit settings, each point a wandb run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+EPILOG = """\
+examples:
+  WANDB_MODE=offline alignez-eval sweep --config sweeps/demo_alpha_layers.yaml
+  alignez-eval sweep --config sweeps/demo_alpha_layers.yaml --emit-wandb-sweep sweep.yaml
+  wandb sweep sweep.yaml && wandb agent ENTITY/PROJECT/SWEEP_ID     # runs `alignez-eval sweep-agent`
+
+Points are ranked on the sweep split of the prompts; the best one is reported on the held-out
+split (reports/NAME/). Without WANDB_MODE and without wandb credentials, runs are kept offline
+under WORK_DIR/wandb/ (upload later with `wandb sync`).
+"""
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.epilog = EPILOG
+    p.add_argument("--config", required=True, type=Path, help="sweep YAML (see sweeps/)")
+    p.add_argument("--emit-wandb-sweep", type=Path, metavar="OUT.yaml",
+                   help="write a native `wandb sweep` config (program: alignez-eval sweep-agent) and exit")
+    p.add_argument("--work-dir", type=Path, help="default runs/sweep-NAME")
+    p.add_argument("--report-root", type=Path, default=Path("reports"))
+    p.add_argument("--no-wandb", action="store_true", help="do not log to wandb at all")
+
+
+def main(args: argparse.Namespace) -> int:
+    from alignez_eval.pipeline.sweep_config import load_sweep, point_name, wandb_sweep_config
+
+    if args.emit_wandb_sweep:
+        # Keep ${model:...} unexpanded: the agent resolves it on the machine that runs the point.
+        cfg = load_sweep(args.config, resolve=False)
+        native = wandb_sweep_config(cfg, args.config)
+        args.emit_wandb_sweep.parent.mkdir(parents=True, exist_ok=True)
+        args.emit_wandb_sweep.write_text(yaml.safe_dump(native, sort_keys=False), encoding="utf-8")
+        print(f"wrote {args.emit_wandb_sweep}: {len(cfg.points()) if cfg.search == 'grid' else cfg.n_points} "
+              f"points; next: wandb sweep {args.emit_wandb_sweep}")
+        return 0
+
+    from alignez_eval.commands.compare import print_report
+    from alignez_eval.pipeline.sweep import SweepPipeline
+
+    cfg = load_sweep(args.config)
+    res = SweepPipeline(cfg, work_dir=args.work_dir, report_root=args.report_root,
+                        use_wandb=not args.no_wandb).run()
+    print(f"\nsweep {cfg.name}: {len(res.points)} points ranked by {cfg.metric} on the sweep split")
+    for r in sorted(res.points, key=lambda r: -(r.metrics.get(cfg.metric) or float("-inf"))):
+        print(f"  {r.metrics.get(cfg.metric)!s:>8}  {point_name(r.point)}")
+    if res.best is not None and res.report:
+        print(f"\nbest point {res.best.name}, evaluated on the held-out split:")
+        print_report(res.report, "report")
+    return 0
