@@ -1,0 +1,84 @@
+"""`alignez-eval judge`: judge candidate runs against a baseline run (cached, resumable)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from alignez_eval.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+EPILOG = """\
+RUN is an lm-eval --output_path directory (run with --log_samples), its model subdirectory, or a
+results_*.json; prefix NAME= to name it (default: the model directory's name).
+
+SPEC is a YAML file or a short string:
+  hf:qwen2.5-coder-1.5b-instruct                  local chat judge, single mode (1-9 grades)
+  hf:/path/to/model,mode=pairwise                 local judge, both orders, probabilities averaged
+  openai:gpt-4o-mini@https://api.openai.com/v1    any OpenAI-compatible endpoint (key: $OPENAI_API_KEY)
+  openai:qwen@http://127.0.0.1:8080/v1,api_key_env=LLAMA_KEY,concurrency=8
+  rm:/path/to/reward-model                        reward model, scores compared
+
+example:
+  alignez-eval judge --baseline base=runs/base --candidate alignez=runs/alignez \\
+      --candidate tuned=runs/tuned --judge hf:qwen2.5-coder-1.5b-instruct --out judgments/demo
+"""
+
+
+def named_run(text: str) -> tuple[str | None, str]:
+    name, eq, path = text.partition("=")
+    if eq and name and not Path(text).exists():
+        return name, path
+    return None, text
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.add_argument("--baseline", required=True, metavar="[NAME=]RUN", help="the run every candidate is judged against")
+    parser.add_argument("--candidate", action="append", required=True, metavar="[NAME=]RUN",
+                        help="a run to judge (repeat for several)")
+    parser.add_argument("--judge", required=True, metavar="SPEC", help="judge spec (YAML file or short string)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="where judgments and manifest go")
+    parser.add_argument("--cache", type=Path, default=None, metavar="PATH",
+                        help="SQLite judgment cache (default: DIR/cache.sqlite); share it across runs to reuse judgments")
+    parser.add_argument("--mode", choices=["pairwise", "single"], default=None, help="override the spec's mode")
+    parser.add_argument("--margin", type=float, default=None, help="override the spec's tie margin")
+
+
+def main(args: argparse.Namespace) -> int:
+    from alignez_eval.judge import judge_runs, load_run, parse_judge_spec
+
+    spec = parse_judge_spec(args.judge)
+    if args.mode or args.margin is not None:
+        data = spec.public_dict()
+        data.pop("model_preloaded")
+        if args.mode and args.mode != spec.mode:
+            data.update(mode=args.mode, prompt=None, margin=None)  # the new mode's defaults
+        if args.margin is not None:
+            data["margin"] = args.margin
+        spec = parse_judge_spec(data)
+    bname, bpath = named_run(args.baseline)
+    baseline = load_run(bpath, name=bname)
+    candidates = {}
+    for text in args.candidate:
+        name, path = named_run(text)
+        run = load_run(path, name=name)
+        if run.name in candidates or run.name == baseline.name:
+            raise ConfigError(f"two runs are both named {run.name!r}; name them with NAME=RUN")
+        candidates[run.name] = run
+    out = judge_runs(baseline, candidates, spec, args.out, cache_path=args.cache)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    print(f"judge: {manifest['judge_description']}")
+    for name, info in manifest["candidates"].items():
+        c = info["counts"]
+        p = info["pairing"]
+        print(f"  {name} vs {baseline.name}: win {c.get('win', 0)} tie {c.get('tie', 0)} lose {c.get('lose', 0)} "
+              f"error {c.get('error', 0)} ({p['paired']} paired, {len(p['missing_in_candidate'])} missing, "
+              f"{len(p['extra_in_candidate'])} extra)")
+    s = manifest["stats"]
+    print(f"  {int(s['calls'])} judge calls, {int(s['cache_hits'])} cached, cost ${s['cost_usd']:.4f}; "
+          f"judgments in {out}")
+    return 0

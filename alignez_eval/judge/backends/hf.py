@@ -1,0 +1,197 @@
+"""A local transformers chat model as judge, scored by next-token probabilities.
+
+The assistant turn is prefilled with the prompt format's `prefill` ("[[") and one batched forward
+pass reads the distribution over the first token of each label: A / B / C(tie) in pairwise mode,
+the grades 1..scale in single mode (expected grade = sum_g g * p(g), normalised over the grade
+tokens). The label logits are computed in fp32 from the final hidden state even when the weights
+are bf16: bf16 logits were seen to round small preference signals away.
+
+Grades must be distinct single tokens after the prefill. Qwen2.5 and Llama-3 tokenizers split
+"10" into "1" + "0", which is why the hf backend grades on a 1-9 scale by default (`scale`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignez_eval.errors import ConfigError
+from alignez_eval.judge.backends.base import JudgeRequest, empty_result
+from alignez_eval.judge.spec import JudgeSpec
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
+           "float32": torch.float32, "fp32": torch.float32}
+
+
+def resolve_model_path(name: str) -> str:
+    """A directory as given, else an embedded model name resolved by `alignez_eval.models`."""
+    if Path(name).exists():
+        return name
+    try:
+        from alignez_eval.models import model_path  # lazy: the registry may download/convert
+    except ImportError as exc:
+        raise ConfigError(f"judge model {name!r} is not a directory and alignez_eval.models is unavailable "
+                          f"({exc}); pass a local model directory") from exc
+    return str(model_path(name))
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise ConfigError(f"dtype {name!r} is unknown; use one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def default_device(device: str | None) -> str:
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def chat_text(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, bool]:
+    """Render messages with the tokenizer's chat template. -> (text, template_used). Templates
+    without a system role get the system text prepended to the user turn."""
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), True
+        except Exception:  # noqa: BLE001 - Jinja templates raise arbitrary errors on a system role
+            merged = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}]
+            return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True), True
+    text = "\n\n".join(m["content"] for m in messages)
+    return f"{text}\n\nAssistant: ", False
+
+
+def truncate_tokens(tokenizer: Any, text: str, max_tokens: int) -> tuple[str, bool]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text, False
+    return tokenizer.decode(ids[:max_tokens]) + " [...]", True
+
+
+def label_token_ids(tokenizer: Any, prefill: str, labels: list[str]) -> list[int]:
+    """The first token of each label as the model would emit it right after `prefill`."""
+    base = tokenizer(prefill, add_special_tokens=False)["input_ids"]
+    ids = []
+    for label in labels:
+        full = tokenizer(prefill + label, add_special_tokens=False)["input_ids"]
+        if full[: len(base)] == base and len(full) > len(base):
+            ids.append(full[len(base)])
+        else:  # the label merges with the prefill's last token; fall back to the label alone
+            alone = tokenizer(label, add_special_tokens=False)["input_ids"]
+            logger.warning("judge label %r merges with prefill %r; using its standalone token", label, prefill)
+            ids.append(alone[0])
+    if len(set(ids)) != len(ids):
+        pieces = [tokenizer.convert_ids_to_tokens(i) for i in ids]
+        raise ConfigError(f"judge labels {labels} share first tokens {pieces} in this tokenizer, so they cannot be "
+                          "read from one next-token distribution; use a smaller grade scale (scale=9) or other labels")
+    return ids
+
+
+class HFBackend:
+    def __init__(self, spec: JudgeSpec) -> None:
+        self.spec = spec
+        self.prompt = spec.load_prompt()
+        self.calls = 0
+        if spec.model_obj is not None:
+            if spec.tokenizer_obj is None:
+                raise ConfigError("a preloaded judge model needs its tokenizer too (spec.using(model, tokenizer))")
+            self.model, self.tokenizer = spec.model_obj, spec.tokenizer_obj
+            self.device = next(self.model.parameters()).device
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            path = resolve_model_path(spec.model)
+            self.device = torch.device(default_device(spec.device))
+            logger.info("loading judge %s (%s) on %s", spec.model, spec.dtype, self.device)
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(spec.dtype)).to(self.device)
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        fmt = self.prompt.format("label")
+        self.prefill = str(fmt.get("prefill", ""))
+        if spec.mode == "pairwise":
+            label_map = fmt.get("labels") or {"A": "A", "B": "B", "tie": "C"}
+            self.names = ["A", "B", "tie"]
+            self.label_strings = [str(label_map[n]) for n in self.names]
+        else:
+            self.names = [str(g) for g in range(1, int(spec.scale or 9) + 1)]
+            self.label_strings = list(self.names)
+        self.label_ids = label_token_ids(self.tokenizer, self.prefill, self.label_strings)
+        self._warned_no_template = False
+
+    # ---------------------------------------------------------------------------------------------
+    def render(self, req: JudgeRequest) -> tuple[list[int], bool]:
+        """Token ids of the full judge input (chat template + prefill), and whether an answer was cut."""
+        cut = self.spec.max_answer_tokens
+        a, ta = truncate_tokens(self.tokenizer, req.answer_a, cut)
+        if req.kind == "pair":
+            b, tb = truncate_tokens(self.tokenizer, req.answer_b, cut)
+            msgs = self.prompt.messages("label", instruction=req.instruction, answer_a=a, answer_b=b)
+        else:
+            tb = False
+            msgs = self.prompt.messages("label", instruction=req.instruction, answer=a,
+                                        max_grade=int(self.spec.scale or 9))
+        text, templated = chat_text(self.tokenizer, msgs)
+        if not templated and not self._warned_no_template:
+            logger.warning("judge tokenizer has no chat template; using plain text turns")
+            self._warned_no_template = True
+        ids = self.tokenizer(text + self.prefill, add_special_tokens=not templated)["input_ids"]
+        return ids, ta or tb
+
+    @torch.no_grad()
+    def label_logprobs(self, batch_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (log p over the labels, normalised among them, fp32 [B, L]; probability mass the full
+        vocabulary distribution puts on the label tokens [B])."""
+        pad = int(self.tokenizer.pad_token_id)
+        width = max(len(x) for x in batch_ids)
+        input_ids = torch.full((len(batch_ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
+        for i, ids in enumerate(batch_ids):  # left padding: the last position is every row's next token
+            input_ids[i, width - len(ids):] = torch.tensor(ids)
+            mask[i, width - len(ids):] = 1
+        # Positions must not count the padding, or left-padded rows would see shifted positions.
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        head = self.model.get_output_embeddings()
+        captured: list[torch.Tensor] = []
+        hook = head.register_forward_hook(lambda _m, inp, _out: captured.append(inp[0]))
+        try:
+            out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                             position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=False)
+        finally:
+            hook.remove()
+        hidden = captured[-1][:, -1, :].float()
+        weight = head.weight[self.label_ids].float()
+        logits = hidden @ weight.T
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[self.label_ids].float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        full = out.logits[:, -1, :].float()
+        mass = torch.exp(logits - torch.logsumexp(full, dim=-1, keepdim=True)).sum(-1).clamp(max=1.0)
+        return torch.log_softmax(logits, dim=-1).cpu(), mass.cpu()
+
+    def run(self, requests: list[JudgeRequest]) -> Iterator[tuple[JudgeRequest, dict[str, Any]]]:
+        rendered = [(req, *self.render(req)) for req in requests]
+        rendered.sort(key=lambda r: len(r[1]))  # similar lengths together: less padding
+        bs = self.spec.batch_size
+        for start in range(0, len(rendered), bs):
+            chunk = rendered[start:start + bs]
+            logp, mass = self.label_logprobs([ids for _req, ids, _cut in chunk])
+            self.calls += len(chunk)
+            probs = logp.exp()
+            for row, (req, _ids, cut) in enumerate(chunk):
+                p = {name: float(probs[row, j]) for j, name in enumerate(self.names)}
+                if req.kind == "pair":
+                    label = max(p, key=p.__getitem__)
+                    yield req, empty_result(label=label, probs=p, label_mass=float(mass[row]), truncated=cut)
+                else:
+                    grade = sum(int(g) * pg for g, pg in p.items())
+                    yield req, empty_result(grade=grade, probs=p, label_mass=float(mass[row]), truncated=cut)
+
+    def close(self) -> None:
+        pass

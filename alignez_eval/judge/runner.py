@@ -1,0 +1,137 @@
+"""`judge_runs`: judge candidate runs against a baseline run; write judgments and a manifest.
+
+Output directory layout (read by `alignez_eval.report`):
+  manifest.json         judge spec, prompt, runs, pairing (missing/extra docs), counts, calls, cost
+  <candidate>.jsonl     one record per paired doc (verdict, score, lengths, raw judgments)
+  cache.sqlite          raw judgments (unless another cache path is given)
+Files are written atomically; the cache is committed per judgment, so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from alignez_eval import __version__
+from alignez_eval.errors import DataError
+from alignez_eval.judge.cache import JudgmentCache
+from alignez_eval.judge.engine import Judge, PairItem
+from alignez_eval.judge.runs import Run, pair_runs
+from alignez_eval.judge.spec import JudgeSpec, parse_judge_spec
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "alignez-eval-judgments/1"
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^\w.+-]+", "_", name).strip("_") or "candidate"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _versions() -> dict[str, str]:
+    # Package metadata, not imports: importing torch only to print its version costs seconds.
+    out = {"alignez_eval": __version__}
+    for dist in ("lm_eval", "transformers", "torch", "httpx"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def judge_runs(baseline: Run, candidates: dict[str, Run], spec: JudgeSpec | str | dict[str, Any],
+               out_dir: str | Path, cache_path: str | Path | None = None) -> Path:
+    """Judge every candidate against the baseline on their shared (task family, doc id)s.
+    Returns `out_dir`, which holds the manifest and one judgments file per candidate."""
+    spec = parse_judge_spec(spec)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not candidates:
+        raise DataError("no candidate runs to judge; pass at least one --candidate RUN")
+    files = {name: f"{safe_name(name)}.jsonl" for name in candidates}
+    if len(set(files.values())) != len(files):
+        raise DataError(f"candidate names {sorted(candidates)} collide as file names; name them distinctly (NAME=RUN)")
+    prompt = spec.load_prompt() if spec.backend != "rm" else None
+    started = time.time()
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "judge": spec.public_dict(),
+        "judge_description": spec.describe(),
+        "judge_identity": spec.identity(),
+        "mode": spec.mode,
+        "prompt": None if prompt is None else {"id": prompt.id, "version": prompt.version, "tag": prompt.tag},
+        "baseline": baseline.describe(),
+        "candidates": {},
+        "versions": _versions(),
+    }
+    with JudgmentCache(cache_path or out_dir / "cache.sqlite") as cache:
+        judge = Judge(spec, cache)
+        try:
+            for name, run in candidates.items():
+                pairing = pair_runs(baseline, run)
+                items = []
+                for key in pairing.keys:
+                    b, c = baseline.samples[key], run.samples[key]
+                    if b.instruction != c.instruction:
+                        logger.debug("%s %s: instructions differ between runs; the baseline's is used", name, key)
+                    items.append(PairItem(family=key[0], doc_id=key[1], instruction=b.instruction,
+                                          baseline=b.answer, candidate=c.answer,
+                                          meta=(("task_baseline", b.task), ("task_candidate", c.task))))
+                records = judge.judge_pairs(items, desc=name)
+                write_jsonl(out_dir / files[name], records)
+                counts = Counter(r["verdict"] for r in records)
+                manifest["candidates"][name] = {
+                    "file": files[name],
+                    "run": run.describe(),
+                    "pairing": pairing.summary(),
+                    "counts": dict(counts),
+                }
+                logger.info("%s vs %s: %s", name, baseline.name, dict(counts))
+        finally:
+            judge.close()
+        manifest["cache"] = str(Path(cache.path).resolve())
+    manifest["stats"] = {**judge.stats, "wall_s": round(time.time() - started, 2)}
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False, default=str))
+    return out_dir
+
+
+def load_judgments(judgments_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """-> (manifest, {candidate name: records})."""
+    judgments_dir = Path(judgments_dir)
+    path = judgments_dir / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{judgments_dir} has no {MANIFEST}; pass a directory written by `alignez-eval judge --out`")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    records = {name: read_jsonl(judgments_dir / info["file"]) for name, info in manifest["candidates"].items()}
+    return manifest, records

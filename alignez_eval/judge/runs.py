@@ -1,0 +1,263 @@
+"""Reading lm-eval runs (`--output_path D --log_samples`) into pairable samples.
+
+lm-eval 0.4.13 writes `D/<sanitized model name>/results_<ts>.json` and, per task,
+`D/<sanitized model name>/samples_<task>_<ts>.jsonl` (one record per doc and filter, with `doc_id`,
+`doc`, `arguments`, `resps`, `filtered_resps`, `filter`, ...). When `D` ends in `.json`, the files
+sit next to it instead (`D_<ts>.json`). A RUN may be given as `D`, the model subdirectory, or one
+results JSON (which pins the timestamp).
+
+Samples pair across runs by (task family, doc id): the family is the task name without a trailing
+`_base`, so `alignez_x_base` (base-model prompt format) pairs with `alignez_x` (chat format).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignez_eval.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+BASE_SUFFIX = "_base"
+
+
+def task_family(task: str) -> str:
+    """`alignez_x_base` and `alignez_x` are the same dataset in two prompt formats."""
+    return task[: -len(BASE_SUFFIX)] if task.endswith(BASE_SUFFIX) else task
+
+
+@dataclass(frozen=True)
+class Sample:
+    task: str
+    family: str
+    doc_id: str  # doc["id"] when present (stable across task variants), else lm-eval's doc_id
+    instruction: str
+    answer: str
+    prompt: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.family, self.doc_id)
+
+
+@dataclass
+class Run:
+    """One system's answers: (family, doc id) -> Sample, plus where they came from."""
+
+    name: str
+    path: Path
+    samples: dict[tuple[str, str], Sample]
+    files: dict[str, Path] = field(default_factory=dict)  # task -> samples file used
+    model_name: str | None = None
+    notes: list[str] = field(default_factory=list)  # what a reader should know (timestamps chosen, fallbacks)
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted(self.files)
+
+    @property
+    def families(self) -> list[str]:
+        return sorted({k[0] for k in self.samples})
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "model_name": self.model_name,
+            "tasks": self.tasks,
+            "files": {t: str(p) for t, p in self.files.items()},
+            "n_samples": len(self.samples),
+            "notes": list(self.notes),
+        }
+
+
+def _file_task_and_ts(path: Path) -> tuple[str, str]:
+    # Same parsing as lm_eval.utils.get_file_task_name / get_file_datetime: the timestamp has no "_".
+    stem = path.name[: -len(".jsonl")]
+    body = stem[len("samples_"):]
+    task, _, ts = body.rpartition("_")
+    return task, ts
+
+
+def _results_ts(path: Path) -> str:
+    return path.stem.rpartition("_")[2]
+
+
+def _resolve(path: Path) -> tuple[Path, str | None, Path | None]:
+    """-> (directory holding samples files, pinned timestamp or None, results JSON or None)."""
+    if not path.exists():
+        raise DataError(f"run {path} does not exist; pass an lm-eval --output_path directory, its model "
+                        "subdirectory, or a results_*.json file")
+    if path.is_file():
+        if path.suffix != ".json":
+            raise DataError(f"run {path} is a file but not a results JSON; pass the lm-eval output directory instead")
+        return path.parent, _results_ts(path), path
+    if any(path.glob("samples_*.jsonl")):
+        return path, None, None
+    subdirs = sorted(d for d in path.iterdir() if d.is_dir() and any(d.glob("samples_*.jsonl")))
+    if len(subdirs) == 1:
+        return subdirs[0], None, None
+    if not subdirs:
+        raise DataError(f"no samples_*.jsonl under {path}; run lm-eval with --log_samples --output_path {path}")
+    raise DataError(f"{path} holds runs of several models ({', '.join(d.name for d in subdirs)}); "
+                    "pass one model subdirectory as the RUN")
+
+
+def _answer(record: dict[str, Any]) -> str:
+    resp: Any = record.get("filtered_resps")
+    if resp is None:
+        resp = record.get("resps")
+    # generate_until logs [answer] (filtered) or [[answer]] (raw); unwrap to the string.
+    while isinstance(resp, list):
+        if not resp:
+            return ""
+        resp = resp[0]
+    return "" if resp is None else str(resp)
+
+
+def _prompt(record: dict[str, Any]) -> str:
+    args = record.get("arguments")
+    if isinstance(args, dict):  # sanitized form written by EvaluationTracker
+        first = args.get("gen_args_0", {})
+        return str(first.get("arg_0", ""))
+    if isinstance(args, list) and args:
+        first = args[0]
+        return str(first[0] if isinstance(first, list | tuple) else first)
+    return ""
+
+
+def _load_samples_file(task: str, path: Path, notes: list[str]) -> dict[tuple[str, str], Sample]:
+    family = task_family(task)
+    out: dict[tuple[str, str], Sample] = {}
+    filters_seen: list[str] = []
+    fallback_ids = 0
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line_no} is not valid JSON ({exc}); re-run lm-eval for task {task}") from exc
+            filt = str(rec.get("filter", "none"))
+            if filt not in filters_seen:
+                filters_seen.append(filt)
+            if filt != filters_seen[0]:
+                continue  # one record per doc and filter: keep the first filter's answers
+            doc = rec.get("doc") or {}
+            if isinstance(doc, dict) and doc.get("id") is not None:
+                doc_id = str(doc["id"])
+            else:
+                fallback_ids += 1
+                doc_id = str(rec.get("doc_id"))
+            instruction = doc.get("instruction") if isinstance(doc, dict) else None
+            prompt = _prompt(rec)
+            sample = Sample(task=task, family=family, doc_id=doc_id,
+                            instruction=str(instruction) if instruction is not None else prompt,
+                            answer=_answer(rec), prompt=prompt)
+            if sample.key in out:
+                raise DataError(f"{path} has doc id {doc_id!r} twice; doc ids must be unique within a task")
+            out[sample.key] = sample
+    if fallback_ids:
+        msg = (f"task {task}: {fallback_ids} docs have no doc['id']; paired by lm-eval's doc_id, which only "
+               "matches across runs when both used the same dataset order and --limit")
+        logger.warning(msg)
+        notes.append(msg)
+    if len(filters_seen) > 1:
+        msg = f"task {task}: several filters {filters_seen}; used answers of filter {filters_seen[0]!r}"
+        logger.warning(msg)
+        notes.append(msg)
+    return out
+
+
+def load_run(path: str | Path, name: str | None = None) -> Run:
+    """Load an lm-eval run. Per task, the newest samples file is used (or the one matching a given
+    results JSON); the choice is logged and kept in `Run.notes`."""
+    path = Path(path)
+    directory, pinned_ts, results_file = _resolve(path)
+    notes: list[str] = []
+    by_task: dict[str, list[tuple[str, Path]]] = {}
+    for f in directory.glob("samples_*.jsonl"):
+        task, ts = _file_task_and_ts(f)
+        by_task.setdefault(task, []).append((ts, f))
+    chosen: dict[str, Path] = {}
+    for task, files in sorted(by_task.items()):
+        if pinned_ts is not None:
+            match = [f for ts, f in files if ts == pinned_ts]
+            if match:
+                chosen[task] = match[0]
+            continue
+        files.sort()
+        chosen[task] = files[-1][1]
+        if len(files) > 1:
+            msg = (f"task {task}: {len(files)} timestamps in {directory}; using the newest "
+                   f"({files[-1][0]}), pass a results_*.json to pick another")
+            logger.info(msg)
+            notes.append(msg)
+    if not chosen:
+        raise DataError(f"no samples file of {results_file or directory} found; run lm-eval with --log_samples")
+
+    model_name = None
+    results_json = results_file
+    if results_json is None:
+        cands = sorted(directory.glob("results_*.json"))
+        results_json = cands[-1] if cands else None
+    if results_json is not None:
+        try:
+            model_name = json.loads(results_json.read_text(encoding="utf-8")).get("model_name")
+        except (OSError, json.JSONDecodeError):
+            model_name = None
+
+    samples: dict[tuple[str, str], Sample] = {}
+    owner: dict[str, str] = {}
+    for task, f in chosen.items():
+        fam = task_family(task)
+        if fam in owner:
+            raise DataError(f"run {directory} has both {owner[fam]} and {task} (same dataset in two prompt "
+                            "formats); keep one per run (split into separate --output_path runs)")
+        owner[fam] = task
+        samples.update(_load_samples_file(task, f, notes))
+    run_name = name or directory.name
+    return Run(name=run_name, path=directory, samples=samples, files=chosen, model_name=model_name, notes=notes)
+
+
+@dataclass
+class Pairing:
+    """Docs judged, and docs that one side lacks (reported, never silently dropped)."""
+
+    keys: list[tuple[str, str]]
+    missing: list[tuple[str, str]]  # in the baseline, not in the candidate
+    extra: list[tuple[str, str]]  # in the candidate, not in the baseline
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "paired": len(self.keys),
+            "missing_in_candidate": [list(k) for k in self.missing],
+            "extra_in_candidate": [list(k) for k in self.extra],
+        }
+
+
+def _sort_key(k: tuple[str, str]) -> tuple[str, int, str]:
+    fam, doc = k
+    return (fam, int(doc) if doc.lstrip("-").isdigit() else 0, doc)
+
+
+def pair_runs(baseline: Run, candidate: Run) -> Pairing:
+    base_keys, cand_keys = set(baseline.samples), set(candidate.samples)
+    pairing = Pairing(
+        keys=sorted(base_keys & cand_keys, key=_sort_key),
+        missing=sorted(base_keys - cand_keys, key=_sort_key),
+        extra=sorted(cand_keys - base_keys, key=_sort_key),
+    )
+    if pairing.missing or pairing.extra:
+        logger.warning("%s vs %s: %d paired, %d docs only in the baseline, %d only in the candidate "
+                       "(listed in the manifest)", candidate.name, baseline.name, len(pairing.keys),
+                       len(pairing.missing), len(pairing.extra))
+    if not pairing.keys:
+        raise DataError(f"runs {baseline.name} and {candidate.name} share no (task family, doc id); "
+                        f"baseline families {baseline.families}, candidate families {candidate.families}")
+    return pairing

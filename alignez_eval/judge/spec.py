@@ -1,0 +1,202 @@
+"""Judge specifications: which backend, model, mode and prompt produce a verdict.
+
+A spec is data: a YAML file, a dict, or a short string
+  `hf:PATH_OR_MODEL_NAME[,mode=pairwise,batch_size=8,...]`
+  `openai:MODEL@BASE_URL[,api_key_env=VLLM_KEY,concurrency=4,...]`
+  `rm:PATH[,label_index=0]`
+Only fields that change a judge's raw output enter `identity()` (and so the cache key);
+margins are applied when verdicts are derived, so changing one re-uses every cached judgment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignez_eval.errors import ConfigError
+from alignez_eval.judge.prompts import Prompt, load_prompt
+
+BACKENDS = ("openai", "hf", "rm")
+MODES = ("pairwise", "single")
+DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
+
+# Margins: a winner is called only when the evidence exceeds them (else a tie).
+#   single: difference of grades (grade points; integer grades differing by >= 1 always decide)
+#   pairwise with probabilities (hf): P(candidate better) - P(baseline better), averaged over orders
+#   rm: difference of reward scores
+DEFAULT_MARGIN = {"single": 0.5, "pairwise": 0.05, "rm": 0.0}
+
+
+@dataclass
+class JudgeSpec:
+    backend: str
+    model: str
+    mode: str | None = None  # default: hf -> single, openai -> pairwise, rm -> single (its only mode)
+    prompt: str | None = None  # packaged prompt name or YAML path; default: the mode's name
+    margin: float | None = None
+    scale: int | None = None  # top grade in single mode: default 9 for hf (see prompts/single.yaml), else 10
+    # openai
+    base_url: str = DEFAULT_OPENAI_URL
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 4
+    max_retries: int = 5
+    timeout_s: float = 120.0
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    input_cost_per_1m: float = 0.0  # USD per million prompt tokens (for the cost column)
+    output_cost_per_1m: float = 0.0
+    # hf / rm
+    device: str | None = None
+    dtype: str = "bfloat16"  # weights; verdict/grade logits are always computed in fp32
+    batch_size: int = 4
+    max_answer_tokens: int = 1024  # longer answers are cut (recorded) to bound judge cost
+    label_index: int = 0  # rm: which output of the classification head is the reward
+    # An already-loaded model and tokenizer (hf/rm), e.g. to share a judge with the demo. Not data.
+    model_obj: Any = field(default=None, repr=False, compare=False)
+    tokenizer_obj: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"judge backend {self.backend!r} is unknown; use one of {BACKENDS}")
+        if not self.model:
+            raise ConfigError("judge spec names no model; e.g. hf:qwen2.5-coder-1.5b-instruct or openai:gpt-4o@URL")
+        if self.mode is None:
+            self.mode = "pairwise" if self.backend == "openai" else "single"
+        if self.mode not in MODES:
+            raise ConfigError(f"judge mode {self.mode!r} is unknown; use pairwise or single")
+        if self.backend == "rm" and self.mode != "single":
+            raise ConfigError("a reward model scores one answer at a time; use mode=single with the rm backend")
+        if self.prompt is None:
+            self.prompt = self.mode
+        if self.scale is None:
+            self.scale = 9 if self.backend == "hf" else 10
+        if self.margin is None:
+            self.margin = DEFAULT_MARGIN["rm" if self.backend == "rm" else self.mode]
+        if self.concurrency < 1 or self.batch_size < 1:
+            raise ConfigError("judge concurrency and batch_size must be >= 1")
+
+    # ----------------------------------------------------------------------------------------------
+    def load_prompt(self) -> Prompt:
+        prompt = load_prompt(str(self.prompt))
+        if prompt.mode != self.mode:
+            raise ConfigError(f"judge prompt {prompt.id} is for mode {prompt.mode}, but the spec's mode is "
+                              f"{self.mode}; set prompt= to a {self.mode} prompt")
+        return prompt
+
+    @property
+    def output_format(self) -> str:
+        if self.backend == "openai":
+            return "json" if self.mode == "pairwise" else "text"
+        return "label"
+
+    @property
+    def uses_probabilities(self) -> bool:
+        """Pairwise verdicts from averaged label probabilities (hf) rather than per-order labels."""
+        return self.backend == "hf"
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes a raw judgment; hashed into every cache key."""
+        ident: dict[str, Any] = {"backend": self.backend, "model": self.model, "mode": self.mode,
+                                 "prompt": self.load_prompt().tag if self.backend != "rm" else None,
+                                 "format": self.output_format}
+        if self.backend == "openai":
+            ident.update(base_url=self.base_url.rstrip("/"), temperature=self.temperature,
+                         max_tokens=self.max_tokens, scale=self.scale)
+        elif self.backend == "hf":
+            ident.update(dtype=self.dtype, max_answer_tokens=self.max_answer_tokens, scale=self.scale)
+        else:
+            ident.update(dtype=self.dtype, max_answer_tokens=self.max_answer_tokens, label_index=self.label_index)
+        return ident
+
+    def identity_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
+
+    def public_dict(self) -> dict[str, Any]:
+        """The spec as data (for manifests); loaded objects are left out."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name not in ("model_obj", "tokenizer_obj")}
+        d["model_preloaded"] = self.model_obj is not None
+        return d
+
+    def describe(self) -> str:
+        unit = {"single": f"1-{self.scale} grades", "pairwise": "both orders"}[self.mode or "single"]
+        if self.backend == "rm":
+            unit = "reward-model scores"
+        return f"{self.backend}:{self.model} ({self.mode}, {unit}, margin {self.margin})"
+
+    def using(self, model: Any, tokenizer: Any) -> JudgeSpec:
+        """A copy that judges with an already-loaded model and tokenizer (hf / rm backends)."""
+        return dataclasses.replace(self, model_obj=model, tokenizer_obj=tokenizer)
+
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(JudgeSpec)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key not in _FIELD_TYPES or key in ("model_obj", "tokenizer_obj"):
+        raise ConfigError(f"judge spec field {key!r} is unknown; known fields: "
+                          f"{sorted(k for k in _FIELD_TYPES if k not in ('model_obj', 'tokenizer_obj'))}")
+    if value is None or not isinstance(value, str):
+        return value
+    typ = str(_FIELD_TYPES[key])
+    try:
+        if typ.startswith("int"):
+            return int(value)
+        if typ.startswith("float"):
+            return float(value)
+    except ValueError as exc:
+        raise ConfigError(f"judge spec field {key}={value!r} is not a number") from exc
+    return value
+
+
+def _parse_short(spec: str) -> dict[str, Any]:
+    backend, sep, rest = spec.partition(":")
+    if not sep or backend not in BACKENDS:
+        raise ConfigError(f"judge spec {spec!r} is neither a YAML file nor BACKEND:MODEL[,key=value...] "
+                          f"with BACKEND in {BACKENDS} (e.g. hf:qwen2.5-coder-1.5b-instruct,mode=pairwise)")
+    head, *opts = rest.split(",")
+    data: dict[str, Any] = {"backend": backend}
+    if backend == "openai":
+        model, at, url = head.partition("@")
+        data["model"] = model
+        if at:
+            data["base_url"] = url
+    else:
+        data["model"] = head
+    for opt in opts:
+        key, eq, val = opt.partition("=")
+        if not eq:
+            raise ConfigError(f"judge spec option {opt!r} in {spec!r} must be key=value")
+        data[key.strip()] = val.strip()
+    return data
+
+
+def parse_judge_spec(spec: str | Path | dict[str, Any] | JudgeSpec) -> JudgeSpec:
+    if isinstance(spec, JudgeSpec):
+        return spec
+    if isinstance(spec, dict):
+        data = dict(spec)
+    else:
+        text = str(spec)
+        path = Path(text)
+        if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            if not isinstance(data, dict):
+                raise ConfigError(f"judge spec file {path} must hold a mapping (backend:, model:, ...)")
+        elif path.suffix in (".yaml", ".yml") and ":" not in text:
+            raise ConfigError(f"judge spec file {path} does not exist")
+        else:
+            data = _parse_short(text)
+    objs = {k: data.pop(k) for k in ("model_obj", "tokenizer_obj") if k in data}
+    kwargs = {k: _coerce(k, v) for k, v in data.items()}
+    if "backend" not in kwargs or "model" not in kwargs:
+        raise ConfigError("judge spec needs at least backend and model")
+    return JudgeSpec(**kwargs, **objs)
