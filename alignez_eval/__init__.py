@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "tasks_path"]
+__all__ = ["__version__", "fit", "tasks_path"]
 
 
 def tasks_path() -> str:
@@ -23,3 +23,13 @@ def tasks_path() -> str:
 
     raise ConfigError(f"no task YAMLs found under {here / 'tasks'}; reinstall alignez-eval "
                       "(`pip install --force-reinstall alignez-eval`) or restore the tasks/ directory")
+
+
+def __getattr__(name: str):  # PEP 562: `alignez_eval.fit(...)` without importing torch up front
+    if name == "fit":
+        import importlib
+
+        # The `alignez_eval.fit` module is itself callable (it forwards to `fit.fit`), so the name
+        # works the same whether or not the submodule was imported first.
+        return importlib.import_module("alignez_eval.fit")
+    raise AttributeError(f"module 'alignez_eval' has no attribute {name!r}")

@@ -20,8 +20,10 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -87,7 +89,7 @@ class FitSettings:
     component: str = "mlp"  # mlp | block
     layers_path: str | None = None
     read: str = "last"  # last | mean (over the answer tokens)
-    gate: str | None = None  # paper | flipped | none; None = the method's default (v2: paper)
+    gate: str = "auto"  # paper | flipped | none; auto = the method's default (v2: paper, others: none)
     n_layers: int = 5  # per-query top-n for layers=auto (recorded for the hooks)
     top_k: int = 5  # layers kept by probe accuracy for iti (and caa's default layer choice)
     probe_folds: int = 5
@@ -118,9 +120,9 @@ class FitSettings:
             raise ConfigError(f"component={self.component!r}; choose one of {', '.join(COMPONENTS)}")
         if self.read not in READS:
             raise ConfigError(f"read={self.read!r}; choose one of {', '.join(READS)}")
-        if self.gate is not None and self.gate not in GATES:
-            raise ConfigError(f"gate={self.gate!r}; choose one of {', '.join(GATES)}")
-        if self.gate not in (None, "none") and RULE_OF[self.method] != "alignez":
+        if self.gate != "auto" and self.gate not in GATES:
+            raise ConfigError(f"gate={self.gate!r}; choose one of auto, {', '.join(GATES)}")
+        if self.gate not in ("auto", "none") and RULE_OF[self.method] != "alignez":
             raise ConfigError(f"gate={self.gate} applies to method v2 only; use gate=none with {self.method}")
         for name in ("min_pairs", "n_layers", "top_k", "probe_folds", "char_tokens", "answer_tokens",
                      "gen_batch_size", "act_batch_size"):
@@ -134,7 +136,7 @@ class FitSettings:
 
     @property
     def effective_gate(self) -> str:
-        return self.gate or DEFAULT_GATE[self.method]
+        return DEFAULT_GATE[self.method] if self.gate == "auto" else self.gate
 
     def selfpref(self) -> SelfPrefSettings:
         return SelfPrefSettings(
@@ -162,6 +164,8 @@ class FitSettings:
             name = key.replace("-", "_")
             if name not in known:
                 raise ConfigError(f"unknown fit setting {key!r}; known: {', '.join(sorted(known))}")
+            if name == "gate" and raw is None:  # lm-eval's model_args parser turns `none` into None
+                raw = "none"
             out[name] = _coerce(name, raw, hints[name])
         return cls(**out)
 
@@ -646,3 +650,13 @@ def fit(
     if out is not None:
         write_outputs(result, out)
     return result.edit
+
+
+class _CallableModule(types.ModuleType):
+    """`alignez_eval.fit` is both this module and the function: `alignez_eval.fit(model, tok, queries)`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Edit:
+        return fit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -7,6 +7,7 @@ The pass is cut short after the last component fires, so the LM head (262k-wide 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -89,6 +90,7 @@ def capture(
 
     handles = [c.register_forward_hook(make_hook(i)) for i, c in enumerate(comps)]
     use_offsets = read == "mean" and getattr(tokenizer, "is_fast", False)
+    takes_positions = "position_ids" in inspect.signature(model.forward).parameters
     old_pad = tokenizer.pad_token
     if old_pad is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -100,8 +102,14 @@ def capture(
             offsets = enc.pop("offset_mapping", None)
             mask = enc["attention_mask"]
             grabbed.clear()
+            kwargs: dict[str, Any] = {"input_ids": enc["input_ids"].to(device), "attention_mask": mask.to(device),
+                                      "use_cache": False}
+            if takes_positions:
+                # As generate does: positions count real tokens only, so left padding does not shift
+                # absolute position embeddings (GPT-2); RoPE models are unaffected either way.
+                kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp_min(0).to(device)
             try:
-                model(input_ids=enc["input_ids"].to(device), attention_mask=mask.to(device), use_cache=False)
+                model(**kwargs)
             except _Done:
                 pass
             if len(grabbed) != n_layers:
