@@ -89,7 +89,7 @@ class AlignEZHFLM(HFLM):
         fit: Any = None,
         **kwargs: Any,
     ) -> None:
-        check_no_split_layer_list(kwargs)
+        check_no_split_layer_list({**kwargs, "layers": layers})
         # Seam for the fit module: `fit=...` plus any `fit_*` model_args.
         self._fit_args: dict[str, Any] = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("fit_")}
         self._fit_spec = fit

@@ -90,6 +90,8 @@ def check_no_split_layer_list(kwargs: Mapping[str, Any]) -> None:
     stray = [k for k in kwargs if isinstance(k, str) and _STRAY_RE.match(k.strip())]
     if stray:
         first = kwargs.get("layers")
+        if isinstance(first, float) and first.is_integer():
+            first = int(first)
         written = ",".join([str(first)] + stray) if first is not None else ",".join(stray)
         fixed = ";".join([str(first)] + stray) if first is not None else ";".join(stray)
         raise ConfigError(
