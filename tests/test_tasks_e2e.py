@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from alignez_eval import tasks_path
 
 PREAMBLE = "The following is a conversation between a human and an AI assistant.\n\n"
@@ -59,3 +61,22 @@ def test_chat_variant_with_chat_template_in_process(tiny_dir) -> None:
         assert prompt == f"<|user|>{r['doc']['instruction']}<|end|><|assistant|>"
         assert r["arguments"][0][1]["until"][0] == "<|im_end|>"
     assert res["results"]["alignez_embedded"]["empty,none"] in (0.0, 0.5, 1.0)
+
+
+def test_alignez_eval_run_finds_the_tasks_without_include_path(tiny_dir, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("alignez_eval.commands.run")
+    from lm_eval.tasks import manager
+
+    from alignez_eval.cli import main
+
+    # `run` puts our directory on every TaskManager of the process; undo that after the test.
+    monkeypatch.setattr(manager.TaskManager, "__init__", manager.TaskManager.__init__)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    rc = main(["run", "--model", "hf", "--model_args", f"pretrained={tiny_dir('llama')},dtype=float32",
+               "--device", "cpu", "--tasks", "alignez_embedded_base", "--limit", "2", "--output_path", str(out),
+               "--log_samples", "--gen_kwargs", "max_gen_toks=2"])
+    assert rc == 0
+    (samples,) = out.rglob("samples_alignez_embedded_base_*.jsonl")
+    ids = [json.loads(line)["doc"]["id"] for line in samples.read_text().splitlines()]
+    assert ids == ["emb-advice-01", "emb-advice-02"]
