@@ -104,16 +104,20 @@ def load_jsonl_queries(path: str | Path, limit: int | None = None) -> list[dict[
     return out
 
 
-def load_queries(spec: str, limit: int | None = None) -> list[dict[str, Any]]:
+def load_queries(spec: str, limit: int | None = None, *,
+                 data_files: str | dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Queries from a JSONL file or one of our lm-eval tasks.
 
     Every returned dict has at least `id` (str), `instruction` (str) and `category` (str, "" if none).
+    `data_files` (tasks only) reads a local copy of the task's dataset split instead of the hub.
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be a positive number of queries, got {limit}")
     if _looks_like_path(spec):
+        if data_files is not None:
+            raise ConfigError("data_files applies to task names, not to a JSONL query file")
         return load_jsonl_queries(spec, limit)
-    return load_task_queries(spec, limit)
+    return load_task_queries(spec, limit, data_files)
 
 
 def _task_manager():  # -> lm_eval.tasks.TaskManager (imported lazily: lm-eval's import is slow)
@@ -162,7 +166,8 @@ def load_task_docs(task: str, data_files: str | dict[str, str] | None = None):  
         if data_files is None and "alignez_embedded" not in task:
             raise DataError(f"could not load the dataset of {task!r} ({type(exc).__name__}: {exc}); without "
                             "Hugging Face hub access use alignez_embedded, a JSONL file, or a local copy "
-                            "of the split (load_task_docs(..., data_files=PATH))") from exc
+                            "of the split (`alignez-eval queries TASK --data-files PATH`, "
+                            "load_task_docs(task, data_files=PATH))") from exc
         raise DataError(f"could not load the documents of {task!r}: {exc}") from exc
 
 
@@ -180,4 +185,5 @@ def load_task_queries(task: str, limit: int | None = None,
             break
     if not out:
         raise DataError(f"task {task!r} has no documents; check its dataset")
+    logger.info("%d queries from task %s", len(out), task)
     return out

@@ -14,7 +14,7 @@ import datasets
 import pytest
 
 from alignez_eval import tasks_path
-from alignez_eval.errors import ConfigError
+from alignez_eval.errors import ConfigError, DataError
 from alignez_eval.queries import load_queries, load_task_docs, load_task_queries, query_id
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
@@ -214,3 +214,17 @@ def test_queries_command_prints_jsonl(tmp_path: Path) -> None:
     out = tmp_path / "q.jsonl"
     out.write_text(proc.stdout, encoding="utf-8")
     assert [r["id"] for r in load_queries(str(out))] == [r["id"] for r in recs]
+
+
+def test_hub_task_offline_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    # Offline for sure, even where the hub happens to be reachable.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DataError, match="alignez_embedded, a JSONL file, or a local copy"):
+        load_queries("alignez_mt_bench")
+    rows = load_queries("alignez_mt_bench", data_files=str(FIXTURES / "mt_bench_train.jsonl"))
+    assert [r["id"] for r in rows] == ["81", "111"]
+    with pytest.raises(ConfigError, match="data_files applies to task names"):
+        load_queries(str(FIXTURES / "mt_bench_train.jsonl"), data_files="x.jsonl")

@@ -10,6 +10,7 @@ EPILOG = """\
 examples:
   alignez-eval queries alignez_embedded --limit 5
   alignez-eval queries alignez_just_eval_coding --limit 50 > q.jsonl
+  alignez-eval queries alignez_mt_bench --data-files mt_bench_train.jsonl   # offline copy of the split
   alignez-eval fit --queries q.jsonl ...
 """
 
@@ -21,12 +22,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true",
                         help="print every field of the processed doc, not just id, instruction and category")
     parser.add_argument("--output", "-o", default="-", help="write here instead of stdout")
+    parser.add_argument("--data-files", default=None, metavar="PATH",
+                        help="read the task's split from this local JSON/JSONL copy instead of the hub")
 
 
 def main(args: argparse.Namespace) -> int:
     from alignez_eval.queries import load_queries
 
-    rows = load_queries(args.spec, limit=args.limit)
+    rows = load_queries(args.spec, limit=args.limit, data_files=args.data_files)
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     try:
         for row in rows:
