@@ -81,6 +81,7 @@ def add_run_args(p: argparse.ArgumentParser, *, limit_default: int | None, batch
     p.add_argument("--work-dir", type=Path, help="runs, fits, judgments and the step manifest (default runs/NAME)")
     p.add_argument("--report-root", type=Path, default=Path("reports"), help="reports/NAME/ goes here")
     p.add_argument("--no-judge-check", action="store_true", help="skip the judge sanity check")
+    p.add_argument("--judge-check-n", type=int, help="prompts of the judge check (default: its whole set)")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -115,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
         limit=args.limit, limit_mode=args.limit_mode, edit=edit_settings(args), fit=fit_settings(args),
         gen_kwargs=parse_kv(args.gen_kwargs, "--gen-kwargs"), batch_size=args.batch_size, seed=args.seed,
         work_dir=args.work_dir, report_root=args.report_root, edited_instruct=args.edit_instruct,
-        judge_check=not args.no_judge_check,
+        judge_check=not args.no_judge_check, judge_check_n=args.judge_check_n,
     )
     result = run_compare(cfg)
     logger.info("steps run: %d, skipped: %d (manifest: %s)", len(result.cache.ran), len(result.cache.skipped),

@@ -131,6 +131,7 @@ class ModelSlot:
         if self._lm is None:
             self._lm = parts.load_lm(self.entry.load_args, self.batch_size)
             self.stats["model_loads"] = self.stats.get("model_loads", 0) + 1
+            self.stats[f"loads:{self.entry.key}"] = self.stats.get(f"loads:{self.entry.key}", 0) + 1
         return self._lm
 
     @property

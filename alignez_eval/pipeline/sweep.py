@@ -70,7 +70,7 @@ class SweepPipeline:
         self.use_wandb = use_wandb
         self.compare = ComparePipeline(CompareConfig(
             base=cfg.base, tuned=cfg.tuned, tasks=cfg.tasks, judge=cfg.judge, name=cfg.name, methods=[],
-            limit=cfg.limit, gen_kwargs=cfg.gen_kwargs, batch_size=cfg.batch_size, seed=cfg.seed,
+            limit=cfg.limit, gen_kwargs=cfg.gen_kwargs, fit=cfg.fit, batch_size=cfg.batch_size, seed=cfg.seed,
             work_dir=work_dir or Path("runs") / f"sweep-{cfg.name}", report_root=report_root, command=command,
         ))
         self.work_dir: Path = self.compare.cfg.work_dir  # type: ignore[assignment]
@@ -118,7 +118,7 @@ class SweepPipeline:
         system = System(label, "base", method)
         gens = dict(self.gens[split])
         for ds in c.variants:
-            fitted = c.fit_step(self.base_slot, method, ds, fit)
+            fitted = c.fit_step(self.base_slot, method, ds, {**self.cfg.fit, **fit})
             gens[(label, ds)] = c.gen_step(self.base_slot, system, ds, fitted, edit_settings=edit,
                                            doc_ids=self.splits[split][ds],
                                            name=f"{label}/{c.task_for(system, ds)}/{split}")

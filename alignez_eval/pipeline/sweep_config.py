@@ -17,6 +17,7 @@ seed: 0
 search: grid          # or random (then n_points)
 metric: net_win       # or gap_closed; always maximised
 fixed: {method: alignez, layers: auto}
+fit: {answer_tokens: 128}   # other fit settings, the same for every point
 parameters:
   alpha: [0.5, 1.0, 2.0]
   n_layers: [1, 3, 5]
@@ -109,6 +110,7 @@ class SweepConfig:
     wandb_project: str = "alignez-eval"
     wandb_entity: str | None = None
     gen_kwargs: dict[str, Any] = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)  # other fit settings for every point (FitSettings fields)
     batch_size: int = 16
     judge_batch_size: int | None = None
     source: Path | None = None
@@ -197,7 +199,7 @@ def parse_sweep(raw: dict[str, Any], source: Path | None = None) -> SweepConfig:
         if req not in raw:
             raise ConfigError(f"{where}: missing `{req}`; see sweeps/demo_alpha_layers.yaml for a complete example")
     known = {"name", "base", "tuned", "tasks", "judge", "parameters", "fixed", "search", "method", "n_points",
-             "count", "limit", "heldout", "seed", "metric", "wandb", "gen_kwargs", "batch_size",
+             "count", "limit", "heldout", "seed", "metric", "wandb", "gen_kwargs", "fit", "batch_size",
              "judge_batch_size", "description"}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -250,6 +252,7 @@ def parse_sweep(raw: dict[str, Any], source: Path | None = None) -> SweepConfig:
         wandb_project=str(wb.get("project", "alignez-eval")),
         wandb_entity=wb.get("entity"),
         gen_kwargs=dict(raw.get("gen_kwargs") or {}),
+        fit=dict(raw.get("fit") or {}),
         batch_size=int(raw.get("batch_size", 16)),
         judge_batch_size=int(raw["judge_batch_size"]) if raw.get("judge_batch_size") else None,
         source=source,
