@@ -70,7 +70,7 @@ def plot_leaderboard(models: list[dict[str, Any]], path: Path, title: str) -> Pa
             ax_gap.set_ylabel("% of base-to-tuned gap closed")
             ax_gap.set_title(f"{m['model']}: gap closed vs tuned `{m['tuned']}`, 95% CI (judge mode: {mode})",
                              fontsize=9)
-            if gcands:
+            if ax_gap.get_legend_handles_labels()[0]:
                 ax_gap.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
