@@ -610,7 +610,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"data: {f['data_source']}; pairs {c['pairs']} (kept {c['kept_text']}, dropped empty {c['dropped_empty']}, "
         f"identical {c['dropped_identical']}; resumed {c.get('pairs_resumed', 0)})",
         f"degeneracy rate {g.get('rate', 0):.2f} (echo pos {g.get('echo_pos', 0):.2f}, echo neg "
-        f"{g.get('echo_neg', 0):.2f}, near-identical {g.get('near_identical', 0):.2f}, loops collapsed "
+        f"{g.get('echo_neg', 0):.2f}, echo instruction {g.get('echo_instruction', 0):.2f}, near-identical {g.get('near_identical', 0):.2f}, loops collapsed "
         f"{g.get('loops_collapsed', 0):.2f})",
         "pairs per layer after the cosine filter: "
         + " ".join(f"{k}:{v}" for k, v in sorted(c["pairs_per_layer"].items(), key=lambda kv: int(kv[0]))),

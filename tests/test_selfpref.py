@@ -67,6 +67,7 @@ def test_cut_at_turn_markers():
     assert cut_at_turn(" Sure, bake it.\nHuman: thanks\nAssistant: ok") == "Sure, bake it."
     assert cut_at_turn("Assistant: Sure.\nUser: more") == "Sure."
     assert cut_at_turn("Fine<end_of_turn>junk") == "Fine"
+    assert cut_at_turn("Sure.\nassistant: You are a helpful assistant.") == "Sure."
     assert cut_at_turn("no marker here") == "no marker here"
 
 
@@ -101,6 +102,10 @@ def test_echo_and_near_identical_flags():
     assert f.drop_reason == "identical" and f.near_identical
     f = judge_pair(q, "Mix flour, water and yeast.", q, repeats_removed=1)
     assert f.drop_reason is None and f.echo_neg and not f.echo_pos and f.loops_collapsed and f.degenerate
+    assert not f.echo_instruction
+    f = judge_pair(q, "You are a helpful assistant. Your answer should be kind.", "No.", keywords=("helpful", "useless"))
+    assert f.echo_instruction and f.degenerate
+    assert not judge_pair(q, "I am a helpful person.", "No.", keywords=("helpful", "useless")).echo_instruction
 
 
 def test_degeneracy_rates():

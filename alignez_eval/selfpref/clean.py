@@ -152,24 +152,39 @@ def near_identical(a: str, b: str) -> bool:
     return similarity(a, b) >= NEAR_IDENTICAL_RATIO
 
 
+# Phrases of our own prompts: an answer containing them restates its instructions instead of answering.
+INSTRUCTION_PHRASES = ("your answer should", "your response to this query should", "pretend you are a")
+
+
+def echoes_instruction(answer: str, keywords: tuple[str, ...] = ()) -> bool:
+    na = normalize(answer)
+    phrases = INSTRUCTION_PHRASES + tuple(f"you are a {normalize(k)} assistant" for k in keywords)
+    return any(p in na for p in phrases)
+
+
 @dataclass
 class PairFlags:
     """Why a pair is degenerate (any True) and whether it must be dropped (`drop_reason`)."""
 
     echo_pos: bool = False
     echo_neg: bool = False
+    echo_instruction: bool = False
     near_identical: bool = False
     loops_collapsed: bool = False
     drop_reason: str | None = None  # "empty" | "identical" | None
 
     @property
     def degenerate(self) -> bool:
-        return bool(self.echo_pos or self.echo_neg or self.near_identical or self.drop_reason)
+        return bool(self.echo_pos or self.echo_neg or self.echo_instruction or self.near_identical
+                    or self.drop_reason)
 
 
-def judge_pair(query: str, pos: str, neg: str, repeats_removed: int = 0) -> PairFlags:
+def judge_pair(
+    query: str, pos: str, neg: str, repeats_removed: int = 0, keywords: tuple[str, ...] = ()
+) -> PairFlags:
     """Flags of one (helpful, harmful) answer pair after cleaning."""
     f = PairFlags(loops_collapsed=repeats_removed > 0)
+    f.echo_instruction = echoes_instruction(pos, keywords) or echoes_instruction(neg, keywords)
     if not pos.strip() or not neg.strip():
         f.drop_reason = "empty"
     elif normalize(pos) == normalize(neg):

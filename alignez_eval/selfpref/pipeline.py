@@ -112,7 +112,7 @@ def make_record(
     neg_c, rn = clean_characteristics(chars_raw[1])
     pos_a, ra = clean_text(answers_raw[0])
     neg_a, rb = clean_text(answers_raw[1])
-    flags = judge_pair(text, pos_a, neg_a, repeats_removed=rp + rn + ra + rb)
+    flags = judge_pair(text, pos_a, neg_a, repeats_removed=rp + rn + ra + rb, keywords=(kw.pos, kw.neg))
     return {
         "id": qid,
         "query": text,
@@ -124,6 +124,7 @@ def make_record(
         "flags": {
             "echo_pos": flags.echo_pos,
             "echo_neg": flags.echo_neg,
+            "echo_instruction": flags.echo_instruction,
             "near_identical": flags.near_identical,
             "loops_collapsed": flags.loops_collapsed,
             "degenerate": flags.degenerate,
@@ -239,6 +240,7 @@ def degeneracy(records: list[dict[str, Any]]) -> dict[str, float | int]:
         "rate": rate(lambda r: bool(r["flags"]["degenerate"])),
         "echo_pos": rate(lambda r: bool(r["flags"]["echo_pos"])),
         "echo_neg": rate(lambda r: bool(r["flags"]["echo_neg"])),
+        "echo_instruction": rate(lambda r: bool(r["flags"].get("echo_instruction"))),
         "near_identical": rate(lambda r: bool(r["flags"]["near_identical"])),
         "loops_collapsed": rate(lambda r: bool(r["flags"]["loops_collapsed"])),
         "dropped_empty": sum(1 for r in records if r.get("reason") == "empty"),
