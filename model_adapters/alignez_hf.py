@@ -72,7 +72,8 @@ class AlignEZHFLM(HFLM):
     component   mlp | block (must match the artifact; default: the artifact's)
     gate        paper | flipped | none (default: the artifact's)
     layers_path dotted path of the decoder-block list, for architectures not in the table
-    fit         fit an edit on the fly from the evaluation queries (added by the fit module)
+    fit         self (fit on the evaluation's own prompts) | QUERIES.jsonl | TASK; settings as fit_<name>=…
+                (fit_method, fit_energy, fit_keywords, fit_limit, fit_answer_tokens, fit_cache_dir, fit_out, …)
     """
 
     def __init__(
@@ -182,9 +183,11 @@ class AlignEZHFLM(HFLM):
 
     # ---- the fit seam ------------------------------------------------------------------------
     def _fit_edit(self, requests: list[Any]) -> Edit:
-        """Fit an edit on the fly from the evaluation requests (`fit=...`). Wired by the fit module."""
-        raise ConfigError("fit= needs the fit module (alignez_eval.fit), which is not installed yet; "
-                          "fit an artifact with `alignez-eval fit` and pass edit=PATH")
+        """Fit an edit on the fly (`fit=self` — the evaluation's own prompts — or `fit=QUERIES.jsonl|TASK`),
+        with `fit_*` model_args as settings; cached by (model, queries, settings)."""
+        from alignez_eval.fit import fit_from_model_args
+
+        return fit_from_model_args(self.model, self.tokenizer, self._fit_spec, self._fit_args, requests)
 
     def _ensure_fitted(self, requests: list[Any]) -> None:
         if self._fit_spec is not None and self._edit is None:
