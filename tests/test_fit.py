@@ -309,3 +309,21 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, capsys, extra, message):
     assert cli_main(argv) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+# ---- layers=probe:K -------------------------------------------------------------------------
+def test_layers_probe_k_resolves_from_the_stored_ranking(tiny, tmp_path):
+    model, tok = tiny
+    res = run_fit(model, tok, QUERIES, FitSettings(**FAST), cache_dir=tmp_path, progress=False)
+    edit = res.edit
+    ranking = edit.meta.fit["probe_ranking"]
+    best = tuple(sorted([i for i in ranking if i in edit.layers][:2]))
+    plan = prepare_plan(edit, EditConfig(layers="probe:2"), model)
+    assert plan.layers == best
+    # through save/load, and in lm-eval's quoting
+    edit.save(tmp_path / "e.safetensors")
+    plan = prepare_plan(Edit.load(tmp_path / "e.safetensors"), EditConfig(layers="'probe:1'"), model)
+    assert plan.layers == (next(i for i in ranking if i in edit.layers),)
+    edit.meta.fit = {}
+    with pytest.raises(ConfigError, match="probe ranking"):
+        prepare_plan(edit, EditConfig(layers="probe:2"), model)

@@ -28,7 +28,7 @@ import torch
 from alignez_eval.editing import rules
 from alignez_eval.editing.architectures import find_components, hidden_size, num_layers
 from alignez_eval.editing.artifact import COMPONENTS, GATES, Edit
-from alignez_eval.editing.layers import ALL, AUTO, format_layers, parse_layers
+from alignez_eval.editing.layers import ALL, AUTO, format_layers, parse_layers, resolve_probe
 from alignez_eval.errors import ArchitectureError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def prepare_plan(
     if isinstance(spec, str) and spec.strip().strip("'\"").lower() == ALL:
         layers: str | tuple[int, ...] = fitted  # every layer that has directions
     else:
-        layers = parse_layers(spec, n_model)
+        layers = parse_layers(resolve_probe(spec, meta.fit.get("probe_ranking"), fitted), n_model)
     if layers == AUTO:
         if meta.rule == "add":
             raise ConfigError(

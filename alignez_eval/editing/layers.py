@@ -22,7 +22,9 @@ _INT_RE = re.compile(rf"^{_INT}$")
 # What a stray list item looks like after lm-eval split `layers=3,5,7` or `layers=1-3,7-9` on commas.
 _STRAY_RE = re.compile(rf"^{_INT}(-{_INT})?$")
 
-SYNTAX = "layers=auto | all | 3;5;7 | 3+5+7 | 10-20 | -6--1 (inclusive ranges, negatives count from the end)"
+SYNTAX = ("layers=auto | all | probe:K | 3;5;7 | 3+5+7 | 10-20 | -6--1 "
+          "(inclusive ranges, negatives count from the end)")
+_PROBE_RE = re.compile(r"^probe:(\d+)$")
 
 
 def _resolve(i: int, num_layers: int, spec: object) -> int:
@@ -75,6 +77,28 @@ def parse_layers(spec: str | int | Iterable[int] | None, num_layers: int) -> str
             raise ConfigError(f"range {part!r} in layers={spec!r} runs backwards ({lo} > {hi}); write {hi}-{lo}")
         out.update(range(lo, hi + 1))
     return tuple(sorted(out))
+
+
+def resolve_probe(spec: Any, ranking: Iterable[int] | None, fitted: Iterable[int]) -> Any:
+    """`probe:K` → the K fitted layers with the best held-out probe accuracy, from the ranking the fit
+    stored in the artifact (`fit["probe_ranking"]`, best first), as an explicit `i;j;k` spec. Any
+    other spec is returned unchanged."""
+    if not isinstance(spec, str):
+        return spec
+    m = _PROBE_RE.match(spec.strip().strip("'\"").strip().lower())
+    if not m:
+        return spec
+    k = int(m.group(1))
+    if k < 1:
+        raise ConfigError(f"layers={spec!r}: K must be ≥ 1")
+    if not ranking:
+        raise ConfigError(f"layers={spec!r} needs the probe ranking a fit stores in the artifact, and this "
+                          "artifact has none; re-fit it with `alignez-eval fit`, or pass explicit layers")
+    fitted_set = set(fitted)
+    best = [int(i) for i in ranking if int(i) in fitted_set][:k]
+    if not best:
+        raise ConfigError(f"layers={spec!r}: none of the probe-ranked layers has fitted directions")
+    return format_layers(sorted(best))
 
 
 def format_layers(layers: str | Iterable[int]) -> str:
