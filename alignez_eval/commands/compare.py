@@ -119,6 +119,8 @@ def main(args: argparse.Namespace) -> int:
         judge_check=not args.no_judge_check, judge_check_n=args.judge_check_n,
     )
     result = run_compare(cfg)
+    if not result.report:  # a data-parallel rank other than 0
+        return 0
     logger.info("steps run: %d, skipped: %d (manifest: %s)", len(result.cache.ran), len(result.cache.skipped),
                 result.cache.manifest_path)
     for name, files in result.reports.items():

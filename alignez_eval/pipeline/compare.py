@@ -306,7 +306,7 @@ class ComparePipeline:
             self.stats["generations"] = self.stats.get("generations", 0) + 1
             return {**meta, "system": system.name}
 
-        return self.cache.run("gen", name or f"{system.name}/{task}", inputs, produce)
+        return self.cache.run("gen", name or f"{system.name}/{task}", inputs, produce, collective=True)
 
     # -- the judge: one load shared by the check and every judging step ---------------------------
     def judge_identity(self, spec: Any) -> dict[str, Any]:
@@ -424,6 +424,10 @@ class ComparePipeline:
                         gens[(system.name, ds)] = self.gen_step(slot, system, ds, edit)
             finally:
                 slot.close()
+        if self.cache.world_size > 1 and self.cache.rank != 0:
+            # Data parallel: this rank's share of every generation is done; rank 0 judges and reports.
+            logger.info("rank %d: generation done; rank 0 judges and writes the report", self.cache.rank)
+            return CompareResult({}, {}, self.cache, self.stats, gens)
         spec = parse_judge_spec(cfg.judge)
         check = self.judge_check_step(spec)
         reports: dict[str, dict[str, Path]] = {}

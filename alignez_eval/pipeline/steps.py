@@ -110,6 +110,10 @@ class StepCache:
     root: Path
     versions: dict[str, str] = field(default_factory=software_versions)
     command: str | None = None  # recorded with every step this process runs, for the report
+    # Data parallel (accelerate launch / torchrun): every rank shares the work dir; only rank 0 writes.
+    rank: int = field(default_factory=lambda: int(os.environ.get("RANK", "0")))
+    world_size: int = field(default_factory=lambda: int(os.environ.get("WORLD_SIZE", "1")))
+    wait_timeout_s: float = 24 * 3600.0
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -139,6 +143,8 @@ class StepCache:
         return data
 
     def _record(self, event: str, res: StepResult, inputs: Mapping[str, Any] | None) -> None:
+        if self.rank != 0:
+            return
         data = self.manifest()
         entry = data["steps"].get(res.key, {})
         entry.update(kind=res.kind, name=res.name, path=str(res.path.relative_to(self.root)),
@@ -173,13 +179,21 @@ class StepCache:
         produce: Callable[[Path], Mapping[str, Any] | None],
         *,
         force: bool = False,
+        collective: bool = False,
     ) -> StepResult:
         """Return the cached outputs of (kind, inputs), or call `produce(tmp_dir)` to make them.
 
         `produce` writes its files into the directory it is given and returns small JSON-able
         metadata (hashes, counts) that later steps may key on; the directory is moved into place
         only after `produce` returns, so an interrupted step leaves nothing that looks finished.
+
+        With several ranks, a `collective` step (data-parallel generation) runs on every rank but
+        only rank 0 keeps its outputs; any other step runs on rank 0 alone while the other ranks
+        wait for its result to appear (a file poll, not a collective, so a long fit cannot hit the
+        process group's timeout).
         """
+        if self.world_size > 1 and self.rank != 0:
+            return self._run_follower(kind, name, inputs, produce, collective)
         if not force and (hit := self.lookup(kind, name, inputs)) is not None:
             logger.info("step %s/%s: unchanged (key %s), skipped", kind, name, hit.key[:12])
             self.skipped.append(f"{kind}/{name}")
@@ -207,3 +221,29 @@ class StepCache:
         self.ran.append(f"{kind}/{name}")
         self._record("ran", res, inputs)
         return res
+
+    def _run_follower(self, kind: str, name: str, inputs: Mapping[str, Any],
+                      produce: Callable[[Path], Mapping[str, Any] | None], collective: bool) -> StepResult:
+        key = self.key(kind, inputs)
+        if collective:
+            if (hit := self.lookup(kind, name, inputs)) is not None:
+                self.skipped.append(f"{kind}/{name}")
+                return hit
+            # Our share of the work; rank 0 gathers every rank's results and writes the step.
+            scratch = Path(tempfile.mkdtemp(prefix=f".rank{self.rank}-", dir=self.root))
+            t0 = time.perf_counter()
+            try:
+                meta = dict(produce(scratch) or {})
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            self.ran.append(f"{kind}/{name}")
+            return StepResult(kind, name, key, self.path_for(kind, name, key), meta, False, time.perf_counter() - t0)
+        logger.info("rank %d: waiting for rank 0 to finish step %s/%s", self.rank, kind, name)
+        deadline = time.monotonic() + self.wait_timeout_s
+        while (hit := self.lookup(kind, name, inputs)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank {self.rank}: step {kind}/{name} did not appear in "
+                                   f"{self.wait_timeout_s:.0f} s; did rank 0 fail? see its log")
+            time.sleep(1.0)
+        self.skipped.append(f"{kind}/{name}")
+        return hit
