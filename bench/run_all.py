@@ -1,0 +1,223 @@
+"""Run the CPU benchmark set (`make bench`) and rewrite reports/bench/README.md from the results.
+
+Each benchmark runs in its own process (one model in memory at a time, its own peak RSS), one after
+the other: overhead.py (SmolLM2-135M-Instruct full grid, gemma-3-270m core grid), fit_cost.py (32
+and 128 queries) and judge_throughput.py. The README is then rebuilt from every
+reports/bench/*.json present (a GPU report from bench/gpu.sh included); text between the
+`<!-- notes -->` markers is kept as written.
+
+    python bench/run_all.py                  # everything, ~10-15 min on 2 cores
+    python bench/run_all.py --only judge     # one benchmark, then the README
+    python bench/run_all.py --summary-only   # only rebuild the README from the JSON files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import _common as C
+
+logger = logging.getLogger("bench.run_all")
+
+HERE = Path(__file__).resolve().parent
+NOTES_START, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
+
+# The CPU set. Sizes are chosen so the whole set stays under 15 minutes on 2 shared cores.
+CPU_SET: dict[str, list[str]] = {
+    "overhead": ["overhead.py", "--model", "smollm2-135m-instruct", "--grid", "full",
+                 "--model", "gemma-3-270m", "--grid", "core", "--repeats", "5", "--max-gen-toks", "16"],
+    "fit": ["fit_cost.py", "--model", "smollm2-135m-instruct", "--queries", "32", "128",
+            "--char-tokens", "50", "--answer-tokens", "200"],
+    "judge": ["judge_throughput.py", "--hf-model", "smollm2-135m-instruct", "--concurrency", "1", "8", "32",
+              "--latency", "0.1"],
+}
+
+
+def run_set(names: list[str], out: Path, extra: list[str]) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    for name in names:
+        cmd = [sys.executable, str(HERE / CPU_SET[name][0]), *CPU_SET[name][1:], "--out", str(out), "--no-progress",
+               *extra]
+        logger.info("running %s", " ".join(cmd[1:]))
+        t0 = time.perf_counter()
+        rc = subprocess.call(cmd, cwd=C.REPO)
+        done[name] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1)}
+        logger.info("%s: exit %d after %.0f s", name, rc, done[name]["seconds"])
+    return done
+
+
+# ---------------------------------------------------------------------------------------------
+# README
+# ---------------------------------------------------------------------------------------------
+def _load(out: Path, stem: str) -> dict[str, Any] | None:
+    p = out / f"{stem}.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _verdict(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def overhead_section(rep: dict[str, Any], title: str) -> list[str]:
+    lines = [f"### {title}", "", C.machine_md(rep["machine"], rep["command"]),
+             f"- wall time {rep['wall_s']:.0f} s; full table: [{rep_stem(rep)}.md]({rep_stem(rep)}.md)", ""]
+    for m in rep["models"]:
+        meta = m["model"]
+        lines.append(f"**{meta['name']}** ({meta['dtype']}, grid {m.get('grid')}):")
+        lines.append("")
+        for key, t in m["targets"].items():
+            lines.append(f"- {key}: {_verdict(t['met'])} — {t['target']}; worst {t['worst']:.3f} ({t['worst_setting']})")
+        lines.append("")
+        rows = []
+        for r in m["rows"]:
+            q = r["ratio"]
+            rows.append([r["workload"], r["layers"], r["k"], r["positions"], r["gate"],
+                         f"{q['median']:.3f} [{q['q25']:.3f}–{q['q75']:.3f}]", _fmt(r["peak_ratio"])])
+        lines += [C.md_table(["workload", "layers", "k", "positions", "gate", "time ratio median [IQR]", "peak ratio"],
+                             rows), ""]
+    return lines
+
+
+def rep_stem(rep: dict[str, Any]) -> str:
+    return str(rep.get("stem") or rep["bench"])
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def fit_section(rep: dict[str, Any]) -> list[str]:
+    s, m = rep["settings"], rep["model"]
+    lines = ["### Fit cost (`bench/fit_cost.py`)", "", C.machine_md(rep["machine"], rep["command"]),
+             f"- model {m['name']} ({m['dtype']}); v2, {s['char_tokens']}+{s['answer_tokens']} generated tokens at most; "
+             f"full table: [{rep_stem(rep)}.md]({rep_stem(rep)}.md)", ""]
+    for r in rep["runs"]:
+        lines.append(f"- {r['queries']} queries: total {r['stages_s']['total']:.1f} s, generation {r['generation_s']:.1f} s, "
+                     f"after generation {r['after_generation_s']:.1f} s = {100 * r['after_generation_share']:.1f}% — "
+                     f"target ≤ 10% {_verdict(r['target_met'])}; activations "
+                     f"{'one batched pass per batch' if r['activations_batched'] else 'NOT batched'} "
+                     f"({(r['activation_capture'] or {}).get('forward_passes')} forwards for "
+                     f"{(r['activation_capture'] or {}).get('texts')} texts); cache hit {r['cache_hit_s']:.2f} s")
+    stages = ["characteristics", "answers", "activations", "filtering", "probe", "svd", "fingerprint", "other", "total"]
+    rows = [[st] + [f"{r['stages_s'][st]:.2f}" for r in rep["runs"]] for st in stages]
+    lines += ["", C.md_table(["stage (s)"] + [f"{r['queries']} queries" for r in rep["runs"]], rows), ""]
+    return lines
+
+
+def judge_section(rep: dict[str, Any]) -> list[str]:
+    lines = ["### Judge throughput (`bench/judge_throughput.py`)", "", C.machine_md(rep["machine"], rep["command"]),
+             f"- full table: [{rep_stem(rep)}.md]({rep_stem(rep)}.md)", ""]
+    hf = rep.get("hf")
+    if hf:
+        m = hf["model"]
+        lines.append(f"- hf judge {m['name']} ({m['dtype']}, CPU), pairwise label probabilities: " + ", ".join(
+            f"batch {r['batch_size']}: {r['per_s']['median']:.2f} judgments/s" for r in hf["rows"])
+            + f"; cache-hit re-run {1000 * hf['cache_rerun']['seconds']:.1f} ms for "
+              f"{hf['cache_rerun']['cache_hits']} judgments ({hf['cache_rerun']['judgments']} calls)")
+    oa = rep.get("openai")
+    if oa:
+        lines.append(f"- openai backend, loopback server with {oa['latency_s']:.2f} s latency: " + ", ".join(
+            f"concurrency {r['concurrency']}: {r['per_s']:.1f}/s (ideal {r['ideal_per_s']:.0f}, max in flight "
+            f"{r['max_in_flight']})" for r in oa["rows"])
+            + f"; cache-hit re-run {1000 * oa['cache_rerun']['seconds']:.1f} ms, "
+              f"{oa['cache_rerun']['server_hits']} requests to the server")
+    return [*lines, ""]
+
+
+def build_readme(out: Path, run_info: dict[str, Any] | None) -> str:
+    old = (out / "README.md").read_text(encoding="utf-8") if (out / "README.md").is_file() else ""
+    notes = ""
+    if NOTES_START in old and NOTES_END in old:
+        notes = old.split(NOTES_START, 1)[1].split(NOTES_END, 1)[0].strip("\n")
+    ov_cpu, ov_gpu = _load(out, "overhead_cpu"), _load(out, "overhead_gpu")
+    fit, judge = _load(out, "fit_cost_cpu"), _load(out, "judge_throughput_cpu")
+    lines = [
+        "# Benchmarks", "",
+        "Generated by `bench/run_all.py` from the JSON files in this directory (edit only the notes block).",
+        "Re-run everything with `make bench` (CPU set), or one part with `python bench/run_all.py --only "
+        "overhead|fit|judge`; `bench/gpu.sh` adds the CUDA overhead report where a GPU exists.", "",
+    ]
+    if run_info:
+        lines += [f"Last `run_all.py`: {run_info['created']}, {run_info['total_s']:.0f} s in all ("
+                  + ", ".join(f"{k} {v['seconds']:.0f} s, exit {v['rc']}" for k, v in run_info["runs"].items()) + ").", ""]
+    lines += ["## Targets", ""]
+    tgt_rows = []
+    for rep, where in ((ov_cpu, "CPU"), (ov_gpu, "GPU")):
+        if not rep:
+            continue
+        for m in rep["models"]:
+            for key, t in m["targets"].items():
+                tgt_rows.append([f"overhead {key} ({where}, {m['model']['name']}, {m['model']['dtype']})", t["target"],
+                                 f"{t['worst']:.3f} ({t['worst_setting']})", "met" if t["met"] else "MISSED"])
+    if fit:
+        for r in fit["runs"]:
+            tgt_rows.append([f"fit {r['queries']} queries ({fit['model']['name']})", "after generation ≤ 10% of fit",
+                             f"{100 * r['after_generation_share']:.1f}%", "met" if r["target_met"] else "MISSED"])
+            tgt_rows.append([f"fit {r['queries']} queries: activations batched", "one pass per batch of texts",
+                             f"{(r['activation_capture'] or {}).get('forward_passes')} passes / "
+                             f"{(r['activation_capture'] or {}).get('texts')} texts",
+                             "met" if r["activations_batched"] else "MISSED"])
+    if judge and judge.get("openai"):
+        ok = all(r["bound_held"] for r in judge["openai"]["rows"])
+        tgt_rows.append(["openai judge concurrency bound", "max in flight ≤ concurrency",
+                         ", ".join(f"{r['max_in_flight']}≤{r['concurrency']}" for r in judge["openai"]["rows"]),
+                         "met" if ok else "MISSED"])
+    lines += [C.md_table(["what", "target", "measured (worst)", "verdict"], tgt_rows) if tgt_rows else "(no results yet)", ""]
+    lines += ["## Notes", "", NOTES_START, notes, NOTES_END, "", "## Results", ""]
+    if ov_cpu:
+        lines += overhead_section(ov_cpu, "Edit overhead, CPU (`bench/overhead.py`)")
+    if ov_gpu:
+        lines += overhead_section(ov_gpu, "Edit overhead, GPU (`bench/gpu.sh`)")
+    else:
+        lines += ["### Edit overhead, GPU (`bench/gpu.sh`)", "",
+                  "Not run: no CUDA GPU was available where these results were produced. `bench/gpu.sh` writes "
+                  "overhead_gpu.{json,csv,md} (bf16, embedded models, GPU name recorded) and rebuilds this file.", ""]
+    if fit:
+        lines += fit_section(fit)
+    if judge:
+        lines += judge_section(judge)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", choices=sorted(CPU_SET), help="run only these benchmarks")
+    ap.add_argument("--summary-only", action="store_true", help="only rebuild README.md from the JSON results")
+    ap.add_argument("--out", type=Path, default=C.DEFAULT_OUT)
+    ap.add_argument("extra", nargs="*", help="arguments after -- go to every benchmark script")
+    args = ap.parse_args(argv)
+    C.setup_logging()
+    run_info = None
+    t0 = time.perf_counter()
+    if not args.summary_only:
+        names = args.only or list(CPU_SET)
+        runs = run_set(names, args.out, args.extra)
+        run_info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": runs,
+                    "total_s": round(time.perf_counter() - t0, 1), "loadavg_end": C.loadavg()}
+        C.write_json(args.out / "run_all.json", run_info)
+    else:
+        p = args.out / "run_all.json"
+        run_info = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+    C.atomic_write(args.out / "README.md", build_readme(args.out, run_info))
+    logger.info("wrote %s", args.out / "README.md")
+    failed = [k for k, v in (run_info or {}).get("runs", {}).items() if v["rc"] != 0] if not args.summary_only else []
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Smoke tests of the benchmark scripts: each runs for real in --quick mode on a tiny random model
+(a real subprocess, a real loopback HTTP server for the judge) and writes its report. Timings are
+not asserted — only the reports' structure, that ratios/rates are finite and positive, and the
+facts that do not depend on speed (hooks live, activations batched, cache hits, concurrency bound).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+sys.path.insert(0, str(BENCH))
+
+import _common as C  # noqa: E402
+
+
+def _run(script: str, *args: str, timeout: int = 300) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def _pos(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def _check_machine(rep: dict, script: str) -> None:
+    m = rep["machine"]
+    assert m["cpu_count"] >= 1 and m["torch_threads"] >= 1 and m["torch"] == torch.__version__
+    assert script in rep["command"] and rep["stem"]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers, against independent computations
+# ---------------------------------------------------------------------------------------------
+def test_summary_matches_numpy() -> None:
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 12):
+        xs = rng.lognormal(size=n).tolist()
+        s = C.summary(xs)
+        assert s["median"] == pytest.approx(float(np.median(xs)))
+        assert s["q25"] == pytest.approx(float(np.percentile(xs, 25)))
+        assert s["q75"] == pytest.approx(float(np.percentile(xs, 75)))
+        assert (s["min"], s["max"], s["n"]) == (min(xs), max(xs), n)
+    assert math.isnan(C.summary([])["median"])
+
+
+def test_peak_memory_sees_a_large_allocation() -> None:
+    mem = C.PeakMemory("cpu")
+    if not mem.available:
+        pytest.skip("no /proc/self/clear_refs here")
+    with mem.measure() as sample:
+        t = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del t
+    s = sample[0]
+    assert s.peak_bytes - s.base_bytes >= 48 * 2**20
+    with mem.measure() as small:
+        pass
+    assert small[0].peak_bytes - small[0].base_bytes < 48 * 2**20  # the peak was reset in between
+
+
+# ---------------------------------------------------------------------------------------------
+# the scripts
+# ---------------------------------------------------------------------------------------------
+def test_overhead_quick(tiny_dir, tmp_path: Path) -> None:
+    _run("overhead.py", "--model", str(tiny_dir("llama")), "--quick", "--out", str(tmp_path), "--no-progress")
+    rep = json.loads((tmp_path / "overhead_cpu.json").read_text())
+    _check_machine(rep, "overhead.py")
+    (model,) = rep["models"]
+    rows = model["rows"]
+    assert {(r["workload"], r["layers"]) for r in rows} == {
+        (w, layers) for w in ("gen_b1", "gen_b8", "ll_b8") for layers in ("all", "auto")}
+    for r in rows:
+        q = r["ratio"]
+        assert q["n"] == 2 and all(_pos(q[k]) for k in ("median", "q25", "q75", "min", "max"))
+        assert q["min"] <= q["q25"] <= q["median"] <= q["q75"] <= q["max"]
+        assert _pos(r["hf_s"]["median"]) and _pos(r["alignez_s"]["median"])
+        assert _pos(r["peak_ratio"]) and _pos(r["peak_hf_mib"])
+        if r["request"] == "loglikelihood":
+            assert r["edit_effect"] > 0  # the hooks really changed the model's output
+    assert set(model["targets"]) == {"time_gen_b1", "time_gen_b8", "time_ll_b8", "memory"}
+    assert all(isinstance(t["met"], bool) and _pos(t["worst"]) for t in model["targets"].values())
+    with open(tmp_path / "overhead_cpu.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows)
+    md = (tmp_path / "overhead_cpu.md").read_text()
+    assert "ratio median" in md and ("MET" in md or "MISSED" in md) and rep["command"] in md
+
+
+def test_fit_cost_quick(tiny_dir, tmp_path: Path) -> None:
+    _run("fit_cost.py", "--model", str(tiny_dir("llama")), "--quick", "--out", str(tmp_path), "--no-progress")
+    rep = json.loads((tmp_path / "fit_cost_cpu.json").read_text())
+    _check_machine(rep, "fit_cost.py")
+    assert [r["queries"] for r in rep["runs"]] == [4, 8]
+    for r in rep["runs"]:
+        st = r["stages_s"]
+        assert set(st) == {"characteristics", "answers", "activations", "filtering", "probe", "svd", "fingerprint",
+                           "other", "total"}
+        assert all(v >= 0 for v in st.values()) and _pos(st["total"])
+        assert sum(v for k, v in st.items() if k != "total") == pytest.approx(st["total"], abs=0.01)
+        assert 0 < r["after_generation_share"] < 1 and isinstance(r["target_met"], bool)
+        cap = r["activation_capture"]
+        assert cap["texts"] == 2 * r["pairs_kept"] and cap["forward_passes"] == cap["expected_batched"] == \
+            math.ceil(cap["texts"] / cap["batch_size"])
+        assert r["activations_batched"] and r["cache_hit"]
+    assert (tmp_path / "fit_cost_cpu.md").read_text().count("queries") >= 2
+
+
+def test_judge_throughput_quick(tiny_dir, tmp_path: Path) -> None:
+    _run("judge_throughput.py", "--hf-model", str(tiny_dir("llama")), "--hf-dtype", "float32", "--quick",
+         "--out", str(tmp_path), "--no-progress")
+    rep = json.loads((tmp_path / "judge_throughput_cpu.json").read_text())
+    _check_machine(rep, "judge_throughput.py")
+    hf = rep["hf"]
+    assert [r["batch_size"] for r in hf["rows"]] == [1, 4]
+    assert all(_pos(r["per_s"]["median"]) and r["judgments"] == 6 and r["errors"] == 0 for r in hf["rows"])
+    assert hf["cache_rerun"]["judgments"] == 0 and hf["cache_rerun"]["cache_hits"] == 6
+    oa = rep["openai"]
+    assert [r["concurrency"] for r in oa["rows"]] == [1, 4]
+    for r in oa["rows"]:
+        assert r["errors"] == 0 and r["judgments"] == r["server_hits"] == 8 and _pos(r["per_s"])
+        assert 1 <= r["max_in_flight"] <= r["concurrency"] and r["bound_held"]
+    assert oa["rows"][1]["max_in_flight"] > 1  # requests really overlapped
+    assert oa["cache_rerun"]["judgments"] == 0 and oa["cache_rerun"]["server_hits"] == 0
+
+
+def test_run_all_summary_keeps_notes(tmp_path: Path) -> None:
+    rep = {"bench": "judge_throughput", "stem": "judge_throughput_cpu", "command": "python bench/judge_throughput.py",
+           "machine": C.machine_info("cpu"), "settings": {},
+           "openai": {"latency_s": 0.1, "rows": [
+               {"concurrency": 8, "per_s": 70.0, "ideal_per_s": 80.0, "max_in_flight": 8, "bound_held": True}],
+               "cache_rerun": {"seconds": 0.001, "server_hits": 0}}}
+    C.write_json(tmp_path / "judge_throughput_cpu.json", rep)
+    (tmp_path / "README.md").write_text("old\n<!-- notes -->\nhand-written finding\n<!-- /notes -->\nstale\n")
+    _run("run_all.py", "--summary-only", "--out", str(tmp_path))
+    text = (tmp_path / "README.md").read_text()
+    assert "hand-written finding" in text and "stale" not in text
+    assert "openai judge concurrency bound" in text and "8≤8" in text
+    assert "Not run: no CUDA GPU" in text
