@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from tiny import make_model
 
 from alignez_eval.errors import ConfigError, DataError
@@ -169,8 +170,12 @@ def test_self_generate_writes_one_record_per_query_in_order(tiny, tmp_path):
     assert sum(json.loads(ln)["kind"] == "pair" for ln in lines) == 5
 
 
-def test_generation_is_reproducible_with_the_seed(tiny, tmp_path):
+def test_generation_is_reproducible_with_the_seed_and_leaves_the_global_rng_alone(tiny, tmp_path):
     model, tok = tiny
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    self_generate(model, tok, QUERIES[:1], SelfPrefSettings(**FAST), None, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
     a, _ = self_generate(model, tok, QUERIES[:2], SelfPrefSettings(**FAST), None, progress=False)
     b, _ = self_generate(model, tok, QUERIES[:2], SelfPrefSettings(**FAST), None, progress=False)
     c, _ = self_generate(model, tok, QUERIES[:2], SelfPrefSettings(**FAST, sampling=Sampling(seed=1)), None,

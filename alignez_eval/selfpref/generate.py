@@ -155,7 +155,11 @@ def generate_texts(
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if sampling.repetition_penalty != 1.0:
         kwargs["repetition_penalty"] = sampling.repetition_penalty
-    torch.manual_seed(seed)
-    out = model.generate(**enc, **kwargs)
+    # A private RNG stream: fitting inside an evaluation (alignez-hf fit=self) must not shift the
+    # random state lm-eval seeded for its own sampled generations.
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        out = model.generate(**enc, **kwargs)
     new = out[:, enc["input_ids"].shape[1]:]
     return tokenizer.batch_decode(new, skip_special_tokens=True)
