@@ -493,8 +493,9 @@ def run_fit(
     return result
 
 
-def _f(x: float) -> float:
-    return float("nan") if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+def _f(x: float | None) -> float | None:
+    """Rounded float; NaN (e.g. a probe on < 2 pairs) becomes None so reports stay valid JSON."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
 
 
 def _fit_layer(
@@ -600,6 +601,10 @@ def write_outputs(result: FitResult, out: str | os.PathLike[str], text: bool = T
     return paths
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A short human-readable summary of a fit report."""
     f = report["fit"]
@@ -617,7 +622,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"layers edited: {format_layers(c['layers_edited']) or '-'}; skipped (< min_pairs): "
         f"{format_layers(sorted(int(k) for k in c['layers_skipped'])) or '-'}; default layers={report['layers']}",
         "probe ranking (held-out acc): " + ", ".join(
-            f"{li}:{f['probe_accuracy'][str(li)]:.2f}" for li in f["probe_ranking"][:8]),
+            f"{li}:{_fmt(f['probe_accuracy'][str(li)])}" for li in f["probe_ranking"][:8]),
         "time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()),
     ]
     if report.get("artifact"):

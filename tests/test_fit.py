@@ -327,3 +327,17 @@ def test_layers_probe_k_resolves_from_the_stored_ranking(tiny, tmp_path):
     edit.meta.fit = {}
     with pytest.raises(ConfigError, match="probe ranking"):
         prepare_plan(edit, EditConfig(layers="probe:2"), model)
+
+
+def test_reports_stay_strict_json_when_a_probe_is_undefined(tiny, tmp_path):
+    model, tok = tiny
+
+    def no_nan(name):
+        raise AssertionError(f"{name} in a JSON report")
+
+    res = run_fit(model, tok, None, FitSettings(min_pairs=1, cos_threshold=1.0), pref_data=_pairs(1),
+                  cache_dir=None, progress=False)
+    assert all(v is None for v in res.report["fit"]["probe_accuracy"].values())  # one pair: no held-out fold
+    paths = write_outputs(res, tmp_path / "one.safetensors")
+    json.loads(paths["report"].read_text(), parse_constant=no_nan)
+    assert "n/a" in paths["text"].read_text()
