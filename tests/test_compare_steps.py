@@ -100,3 +100,11 @@ def test_queries_fingerprint_sees_text_and_ids() -> None:
     assert queries_fingerprint(q) != queries_fingerprint(q[:1])
     assert queries_fingerprint(q) != queries_fingerprint([{"id": "1", "instruction": "a"},
                                                           {"id": "2", "instruction": "B"}])
+
+
+def test_same_inputs_under_another_name_are_found_by_key(tmp_path: Path) -> None:
+    cache = StepCache(tmp_path)
+    calls: list[str] = []
+    first = cache.run("gen", "tuned/task", {"model": "m"}, _writer(calls, "x"))
+    again = cache.run("gen", "smollm2/task", {"model": "m"}, _writer(calls, "y"))
+    assert calls == ["x"] and again.skipped and again.path == first.path

@@ -162,14 +162,20 @@ class StepCache:
     def lookup(self, kind: str, name: str, inputs: Mapping[str, Any]) -> StepResult | None:
         """The finished step for these inputs, or None (a partial directory counts as absent)."""
         key = self.key(kind, inputs)
-        path = self.path_for(kind, name, key)
-        try:
-            rec = json.loads((path / STEP_FILE).read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
-            return None
-        if rec.get("key") != key:
-            return None
-        return StepResult(kind, name, key, path, rec.get("meta", {}), True, float(rec.get("seconds", 0.0)))
+        paths = [self.path_for(kind, name, key)]
+        # The same inputs under another name (e.g. an instruct model that is also the tuned
+        # reference) are the same step: find it through the manifest's index by key.
+        other = self.manifest()["steps"].get(key, {}).get("path")
+        if other:
+            paths.append(self.root / other)
+        for path in paths:
+            try:
+                rec = json.loads((path / STEP_FILE).read_text(encoding="utf-8"))
+            except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
+                continue
+            if rec.get("key") == key:
+                return StepResult(kind, name, key, path, rec.get("meta", {}), True, float(rec.get("seconds", 0.0)))
+        return None
 
     def run(
         self,
