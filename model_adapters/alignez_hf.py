@@ -154,6 +154,9 @@ class AlignEZHFLM(HFLM):
             component=None if _is_none(component) else str(component),
             gate=None if gate == ARTIFACT else ("none" if _is_none(gate) else str(gate)),
         )
+        if self._edit is not None and self.backend != "causal":
+            raise ConfigError(f"alignez-hf edits decoder-only models; this one loads as {self.backend}. "
+                              "Use edit=none, or --model hf")
         self._config = config
         self._plan = None if self._edit is None else prepare_plan(self._edit, config, self.model, self.layers_path)
         self.last_chosen_layers = []

@@ -3,6 +3,7 @@ single-process results."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -46,7 +47,11 @@ def test_two_gloo_processes_split_the_work(tiny_dir, tmp_path: Path) -> None:
     single.mkdir()
     multi.mkdir()
     model = str(tiny_dir("llama"))
-    _run([sys.executable, str(SCRIPT), model, str(edit), str(single)], tmp_path)
+    # the single-process reference runs in this process (the script's main), saving an interpreter
+    spec = importlib.util.spec_from_file_location("dp_eval", SCRIPT)
+    dp_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dp_eval)
+    dp_eval.main(model, str(edit), str(single))
     _run([torchrun, "--standalone", "--nproc_per_node", "2", str(SCRIPT), model, str(edit), str(multi)],
          tmp_path)
     one = json.loads((single / "rank0.json").read_text())
