@@ -84,7 +84,7 @@ def install() -> None:
     if TARGET_MODULE in sys.modules:  # already imported (e.g. install() called late)
         try:
             register_lazy()
-        except Exception:  # noqa: BLE001
+        except Exception:  # never break lm-eval because of us
             pass
         return
     sys.meta_path.insert(0, LmEvalModelsFinder())

@@ -32,7 +32,7 @@ def tasks_dir() -> str | None:
     if tasks_path is not None:
         try:
             return str(tasks_path())
-        except Exception as exc:  # noqa: BLE001 — fall back to the checkout's directory
+        except Exception as exc:  # fall back to the checkout's directory
             logger.debug("alignez_eval.tasks_path() failed: %s", exc)
     repo_tasks = Path(__file__).resolve().parent.parent / "tasks"
     if repo_tasks.is_dir() and next(repo_tasks.rglob("*.yaml"), None) is not None:

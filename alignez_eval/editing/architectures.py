@@ -73,7 +73,7 @@ def _unwrapped(model: torch.nn.Module) -> list[torch.nn.Module]:
         if callable(get_base):
             try:
                 base = get_base()
-            except Exception:  # noqa: BLE001 — a wrapper's own failure just means "not this path"
+            except Exception:  # a wrapper's own failure just means "not this path"
                 base = None
             if isinstance(base, torch.nn.Module):
                 todo.append(base)
