@@ -195,8 +195,8 @@ def test_auto_layers_and_gate_match_hand_computation(llama, tmp_path) -> None:
             q = phis[i] / phis[i].norm()
             h, pp = edit.layers[i].harm.double(), edit.layers[i].help.double()
             ch, cp = h @ q, pp @ q
-            keeps[i] = ((ch <= 0).double().numpy(), (cp <= 0).double().numpy())
-            scores.append(float(((ch * (ch <= 0)) @ h + (cp * (cp <= 0)) @ pp).norm()))
+            keeps[i] = ((-ch <= 0).double().numpy(), (cp <= 0).double().numpy())
+            scores.append(float(((ch * (-ch <= 0)) @ h + (cp * (cp <= 0)) @ pp).norm()))
         return sorted(np.argsort(scores)[::-1][:2].tolist()), keeps
 
     want_gen = []

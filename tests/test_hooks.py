@@ -146,7 +146,8 @@ def test_loglikelihood_spans_match_formula(component: str, positions: str) -> No
 
 
 def test_query_gates_and_auto_layers_by_hand() -> None:
-    """layers=auto + the paper's gate: q̂ from an unedited pass, keep θ with ⟨q̂,θ⟩ ≤ 0, top-n layers
+    """layers=auto + the paper's gate: q̂ from an unedited pass, keep θ with ⟨q̂,θ⟩ ≤ 0 (−θ for harm
+    directions, which point towards harmful), top-n layers
     by ‖Σ kept ⟨q̂,θ⟩θ‖ — all recomputed here with numpy."""
     model, tok = make_model("llama")
     edit = random_edit(model, k_harm=3, k_help=3, seed=7, gate="paper", n_layers=2, default_layers="auto")
@@ -171,7 +172,7 @@ def test_query_gates_and_auto_layers_by_hand() -> None:
         q = phis[i] / np.linalg.norm(phis[i], axis=1, keepdims=True)
         h, p = edit.layers[i].harm.double().numpy(), edit.layers[i].help.double().numpy()
         ch, cp = q @ h.T, q @ p.T
-        kh, kp = (ch <= 0).astype(float), (cp <= 0).astype(float)
+        kh, kp = (-ch <= 0).astype(float), (cp <= 0).astype(float)  # harm gated on −θ
         keeps[i] = (kh, kp)
         scores[:, i] = np.linalg.norm((ch * kh) @ h + (cp * kp) @ p, axis=1)
     top = np.argsort(-scores, axis=1)[:, :2]
@@ -337,3 +338,23 @@ def test_comma_mistake_is_caught() -> None:
     with pytest.raises(ConfigError, match=r"layers=1-3;7-9"):
         check_no_split_layer_list({"layers": "1-3", "7-9": ""})
     check_no_split_layer_list({"layers": "3;5;7", "alpha": 1.0})
+
+
+@pytest.mark.parametrize("gate", ["paper", "flipped"])
+def test_gate_keeps_both_halves_of_a_neg_align_pair(gate: str) -> None:
+    """With the fit's default v2 reading Θ_harm = −Θ_help, the gate must keep or drop a direction's
+    removal and boost together (it is evaluated on the helpful-oriented sign)."""
+    model, tok = make_model("llama")
+    edit = random_edit(model, k_harm=0, k_help=3, seed=3, gate=gate, n_layers=4, default_layers="all")
+    for le in edit.layers.values():
+        le.harm = -le.help.clone()
+    plan = prepare_plan(edit, EditConfig(), model)
+    tok.padding_side = "left"
+    enc = tok(["Human: How do I bake bread?", "def add(a, b):", "hi"], return_tensors="pt", padding=True)
+    last = torch.full((3,), enc["input_ids"].shape[1] - 1)
+    gates = query_gates(plan, capture_query_states(model, plan, lambda: model(**enc), last))
+    kept = 0.0
+    for i in plan.hook_layers:
+        assert torch.equal(gates.harm[i], gates.help[i])
+        kept += float(gates.help[i].sum())
+    assert 0 < kept < 3 * 3 * len(plan.hook_layers)  # the gate really selects

@@ -54,7 +54,9 @@ class EditMeta:
     gate: str = "none"  # paper | flipped | none — query-conditional direction filter
     n_layers: int = 5  # per-query top-n for layers=auto
     layers: str = "auto"  # default layer selection when the user does not pass one
-    orientation: str = "help"  # every θ satisfies ⟨mean(H_help − H_harm), θ⟩ > 0
+    # "help": Θ_help rows point towards helpful (⟨mean(H_help − H_harm), θ⟩ > 0) and Θ_harm rows towards
+    # harmful; query gates are evaluated on the helpful-oriented sign of every direction (−θ for harm).
+    orientation: str = "help"
     fit: dict[str, Any] = field(default_factory=dict)  # data hash, settings, counts, timings
     package_version: str = __version__
     format_version: int = FORMAT_VERSION

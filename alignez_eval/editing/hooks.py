@@ -204,7 +204,10 @@ def query_gates(plan: EditPlan, query_states: dict[int, torch.Tensor]) -> RowGat
         h = plan.edit.layers[i].harm.to(device=q.device, dtype=torch.float32)
         p = plan.edit.layers[i].help.to(device=q.device, dtype=torch.float32)
         ch, cp = q_hat @ h.T, q_hat @ p.T
-        gh, gp = direction_keep(ch, plan.gate), direction_keep(cp, plan.gate)
+        # The gate is defined on helpful-oriented directions. Fitted Θ_harm rows point towards
+        # harmful (so ReLU removes the harmful side), so a harm θ is gated by its negation: with
+        # Θ_harm = −Θ_help both halves of a direction pair are then kept or dropped together.
+        gh, gp = direction_keep(-ch, plan.gate), direction_keep(cp, plan.gate)
         harm_g[i], help_g[i] = gh, gp
         scores[:, j] = ((ch * gh) @ h + (cp * gp) @ p).norm(dim=-1).cpu()
     if plan.layers == AUTO:
