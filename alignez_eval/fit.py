@@ -693,16 +693,19 @@ def fit_from_model_args(
     fit_args: Mapping[str, Any],
     requests: list[Any],
     model_name: str | None = None,
+    queries: list[dict[str, Any]] | None = None,
 ) -> Edit:
     """`alignez-hf fit=self|QUERIES.jsonl|TASK` with `fit_<setting>=…` model_args (scalars only:
     lm-eval splits model_args on commas). `fit_cache_dir`, `fit_pref_data` and `fit_out` (write the
-    artifact, pairs and report there too) are also accepted. Cached like every fit."""
+    artifact, pairs and report there too) are also accepted. Cached like every fit. `queries`
+    overrides the prompts taken from `requests` (data parallel pools them across ranks)."""
     args = {k[len("fit_"):] if k.startswith("fit_") else k: v for k, v in fit_args.items()}
     extra = {k: args.pop(k) for k in ADAPTER_KEYS if k in args}
     settings = FitSettings.from_mapping(args)
     pref = extra.get("pref_data")
     if spec is True or (isinstance(spec, str) and spec.strip().lower() == "self"):
-        queries = queries_from_requests(requests)
+        # `queries` is given under data parallel: the prompts pooled from every rank's requests
+        queries = queries_from_requests(requests) if queries is None else queries
         where = f"the evaluation's {len(queries)} distinct prompts"
     elif isinstance(spec, str) and spec.strip():
         from alignez_eval.queries import load_queries

@@ -9,6 +9,7 @@ are those of `--model hf`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import Counter
@@ -188,9 +189,35 @@ class AlignEZHFLM(HFLM):
     def _fit_edit(self, requests: list[Any]) -> Edit:
         """Fit an edit on the fly (`fit=self` — the evaluation's own prompts — or `fit=QUERIES.jsonl|TASK`),
         with `fit_*` model_args as settings; cached by (model, queries, settings)."""
-        from alignez_eval.fit import fit_from_model_args
+        from alignez_eval.fit import fit_from_model_args, queries_from_requests
 
-        return fit_from_model_args(self.model, self.tokenizer, self._fit_spec, self._fit_args, requests)
+        if self.world_size == 1:
+            return fit_from_model_args(self.model, self.tokenizer, self._fit_spec, self._fit_args, requests)
+        # Data parallel: every rank holds only its share of the requests, so a local fit=self would
+        # give each rank a different edit. Ranks pool their queries (same list everywhere), rank 0
+        # fits, the others wait and read the same artifact from the content-addressed fit cache.
+        queries = None
+        if _is_self(self._fit_spec):
+            pooled = _all_gather_text(self.accelerator, json.dumps(queries_from_requests(requests)))
+            merged = {q["id"]: q for text in pooled for q in json.loads(text)}
+            queries = [merged[k] for k in sorted(merged)]
+
+        def run() -> Edit:
+            return fit_from_model_args(
+                self.model, self.tokenizer, self._fit_spec, self._fit_args, requests, queries=queries
+            )
+
+        edit = None
+        if self.rank == 0:
+            try:
+                edit = run()
+            except Exception as exc:  # tell the waiting ranks, then fail here too
+                _all_gather_text(self.accelerator, f"{type(exc).__name__}: {exc}")
+                raise
+        status = _all_gather_text(self.accelerator, "")
+        if status[0]:
+            raise ConfigError(f"rank 0 could not fit the edit ({status[0]}); see rank 0's log")
+        return edit if edit is not None else run()
 
     def _ensure_fitted(self, requests: list[Any]) -> None:
         if self._fit_spec is not None and self._edit is None:
@@ -315,3 +342,26 @@ class AlignEZHFLM(HFLM):
             self.layer_usage.update(row)
         logger.debug("alignez-hf chosen layers per row: %s", gates.chosen)
         return gates
+
+
+def _is_self(spec: Any) -> bool:
+    return spec is True or (isinstance(spec, str) and spec.strip().lower() == "self")
+
+
+def _all_gather_text(accelerator: Any, text: str) -> list[str]:
+    """All ranks' strings, in rank order. Sent as UTF-8 byte tensors (no pickle, unlike
+    gather_object); all_gather doubles as the barrier."""
+    import torch.distributed as dist
+
+    dev = accelerator.device
+    data = torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8, device=dev)
+    n = torch.tensor([data.numel()], dtype=torch.int64, device=dev)
+    sizes = [torch.zeros_like(n) for _ in range(accelerator.num_processes)]
+    dist.all_gather(sizes, n)
+    width = max(1, max(int(s.item()) for s in sizes))
+    padded = torch.zeros(width, dtype=torch.uint8, device=dev)
+    padded[: data.numel()] = data
+    bufs = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(bufs, padded)
+    return [bytes(b[: int(s.item())].tolist()).decode("utf-8") for b, s in zip(bufs, sizes, strict=True)]
+

@@ -67,3 +67,23 @@ def test_two_gloo_processes_split_the_work(tiny_dir, tmp_path: Path) -> None:
         ids = [s["doc_id"] for s in b["samples"][task]]
         assert sorted(ids) == sorted(set(ids))  # each doc once
     assert a["results"]["alignez_fixture_mc"]["acc,none"] == b["results"]["alignez_fixture_mc"]["acc,none"]
+
+
+def test_fit_self_is_fitted_once_on_the_pooled_prompts(tiny_dir, tmp_path: Path) -> None:
+    """Under data parallel, fit=self pools every rank's prompts; rank 0 fits, rank 1 reads the same
+    artifact from the shared cache, and both ranks edit with it."""
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    out = tmp_path / "multi"
+    out.mkdir()
+    cache = tmp_path / "fitcache"
+    _run([torchrun, "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(tiny_dir("llama")),
+          f"fit={cache}", str(out)], tmp_path)
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["fits"] for r in ranks] == [[False], [True]]  # one real fit, one cache hit
+    assert ranks[0]["edit_sha256"] and ranks[0]["edit_sha256"] == ranks[1]["edit_sha256"]
+    assert [r["seen"]["generate_until"] for r in ranks] == [2, 2]
+    # the fit saw all 4 generation prompts, not one rank's share
+    pairs = list(cache.rglob("*.jsonl"))
+    assert pairs, "the fit cache holds the generated pairs"
+    assert max(sum(1 for line in p.read_text().splitlines() if line.strip()) for p in pairs) >= 4
+
