@@ -62,11 +62,17 @@ def test_batched_equals_unbatched_with_left_padding(tiny):
     reqs = [JudgeRequest(key=str(i), kind="grade", order="single", instruction="Say something" + "!" * i,
                          answer_a="word " * (3 * i + 1)) for i in range(5)]
     got = {}
-    for bs in (1, 5):
-        spec = parse_judge_spec({"backend": "hf", "model": "tiny", "batch_size": bs}).using(model, tok)
-        got[bs] = {r.key: res for r, res in HFBackend(spec).run(reqs)}
+    for bs, pc in ((1, 1), (5, 1), (5, 0)):
+        spec = parse_judge_spec({"backend": "hf", "model": "tiny", "batch_size": bs, "prefix_cache": pc})
+        backend = HFBackend(spec.using(model, tok))
+        got[bs, pc] = {r.key: res for r, res in backend.run(reqs)}
+        assert (backend._prefix_key is not None) == bool(pc)  # the shared prompt prefix was cached
+    for key in got[1, 1]:
+        # batch of 1 with the prefix cache == padded batch with it == padded batch without it
+        assert got[1, 1][key]["grade"] == pytest.approx(got[5, 1][key]["grade"], abs=1e-4)
+        assert got[5, 0][key]["grade"] == pytest.approx(got[5, 1][key]["grade"], abs=1e-4)
+    got = {1: got[1, 1]}
     for key in got[1]:
-        assert got[1][key]["grade"] == pytest.approx(got[5][key]["grade"], abs=1e-4)
         p = got[1][key]["probs"]
         assert sum(p.values()) == pytest.approx(1.0, abs=1e-6)
         assert got[1][key]["grade"] == pytest.approx(sum(int(g) * v for g, v in p.items()))

@@ -58,14 +58,17 @@ def gibberish(text: str, seed: int) -> str:
 
 
 def build_check_items(prompts: list[dict[str, str]], degradations: tuple[str, ...] = DEGRADATIONS,
-                      seed: int = 0) -> list[PairItem]:
-    if len(prompts) < 2 and "swapped" in degradations:
+                      seed: int = 0, pool: list[dict[str, str]] | None = None) -> list[PairItem]:
+    """Pairs for `prompts`; the 'swapped' answer of prompt i is pool[i + len(pool) // 2] (pool:
+    the whole prompt set, so a prompt's pairs do not depend on how many are checked)."""
+    pool = pool if pool is not None else prompts
+    if len(pool) < 2 and "swapped" in degradations:
         raise ConfigError("judge-check needs at least 2 prompts to swap answers between them")
     items = []
-    n = len(prompts)
+    n = len(pool)
     for i, p in enumerate(prompts):
         good = str(p["answer"]).strip()
-        other = str(prompts[(i + max(1, n // 2)) % n]["answer"]).strip()
+        other = str(pool[(i + max(1, n // 2)) % n]["answer"]).strip()
         variants = {"truncated": truncate_midway(good), "looped": loop(good), "swapped": other,
                     "gibberish": gibberish(good, seed + i)}
         for deg in degradations:
@@ -83,10 +86,9 @@ def judge_check(spec: JudgeSpec | str | dict[str, Any], prompts: list[dict[str, 
     """Judge good answers against degraded ones. -> a JSON-able summary (accuracy per degradation,
     overall, swap consistency, counts, per-item verdicts)."""
     spec = parse_judge_spec(spec)
-    prompts = list(prompts) if prompts is not None else load_check_prompts()
-    if n is not None:
-        prompts = prompts[:n]
-    items = build_check_items(prompts, tuple(degradations), seed)
+    pool = list(prompts) if prompts is not None else load_check_prompts()
+    prompts = pool[:n] if n is not None else pool
+    items = build_check_items(prompts, tuple(degradations), seed, pool=pool)
     started = time.time()
     cache = JudgmentCache(cache_path) if cache_path else None
     judge = Judge(spec, cache)

@@ -59,6 +59,7 @@ class JudgeSpec:
     batch_size: int = 4
     max_answer_tokens: int = 1024  # longer answers are cut (recorded) to bound judge cost
     label_index: int = 0  # rm: which output of the classification head is the reward
+    prefix_cache: int = 1  # hf: compute the prompt prefix all inputs share once (0: off)
     # An already-loaded model and tokenizer (hf/rm), e.g. to share a judge with the demo. Not data.
     model_obj: Any = field(default=None, repr=False, compare=False)
     tokenizer_obj: Any = field(default=None, repr=False, compare=False)
