@@ -21,10 +21,17 @@ from alignez_eval.judge.verdicts import pairwise_verdict
 FIX = Path(__file__).parent / "fixtures" / "runs"
 
 
+def long_context(model):
+    # The tiny tokenizer spends ~1 token per character, so judge prompts run to ~1000 tokens,
+    # beyond the tiny config's 512 (the backend would warn about it).
+    model.config.max_position_embeddings = 4096
+    return model
+
+
 @pytest.fixture(scope="module")
 def tiny():
     model, tok = make_model("qwen2", seed=3)
-    return model, tok
+    return long_context(model), tok
 
 
 def _items() -> list[PairItem]:
@@ -99,8 +106,11 @@ def test_pairwise_runs_both_orders_and_averages_probabilities(tiny, tmp_path):
     assert again.stats["calls"] == 0
 
 
-def test_single_mode_from_a_saved_model_dir_grades_n_plus_one(tiny_dir, tmp_path):
-    path = tiny_dir("qwen2")
+def test_single_mode_from_a_saved_model_dir_grades_n_plus_one(tmp_path):
+    model, tok = make_model("qwen2")
+    path = tmp_path / "judge-model"
+    long_context(model).save_pretrained(path)
+    tok.save_pretrained(path)
     spec = parse_judge_spec(f"hf:{path},dtype=float32,batch_size=8")
     assert spec.mode == "single" and spec.scale == 9
     base, alignez, tuned = load_run(FIX / "base"), load_run(FIX / "alignez"), load_run(FIX / "tuned")
@@ -140,3 +150,25 @@ def test_judge_check_mechanics(tiny):
     assert set(res["accuracy"]) == {"truncated", "looped", "swapped", "gibberish"}
     assert 0 <= res["swap_consistency"] <= 1 and 0 <= res["first_position_rate"] <= 1
     assert res["stats"]["calls"] == 16  # 8 pairs x 2 orders
+
+
+@pytest.mark.parametrize("arch", ["gemma3_text", "gpt2"])
+def test_sliding_window_and_context_limit(arch, caplog):
+    # gemma3_text's tiny config has a 64-token sliding window and rotary positions (over-long
+    # inputs: a warning); gpt2's a learned 512-position table (over-long inputs: errors).
+    model, tok = make_model(arch)
+    reqs = [JudgeRequest(key=str(i), kind="grade", order="single", instruction="Say hi" + "!" * i,
+                         answer_a="word " * (2 * i + 1)) for i in range(3)]
+    got = {}
+    for pc, bs in ((0, 1), (1, 3)):
+        spec = parse_judge_spec({"backend": "hf", "model": "tiny", "prefix_cache": pc, "batch_size": bs})
+        got[pc] = {r.key: res for r, res in HFBackend(spec.using(model, tok)).run(reqs)}
+    ok = [k for k, res in got[1].items() if res["error"] is None]
+    too_long = [k for k, res in got[1].items() if res["error"] is not None]
+    if arch == "gpt2":
+        assert ok and too_long  # the tiny chat prompt is ~500 tokens: the longer requests overflow 512
+        assert all("exceeds the judge's context of 512" in got[1][k]["error"] for k in too_long)
+    else:
+        assert len(ok) == 3 and "exceed the judge's trained context of 512" in caplog.text
+    for k in ok:
+        assert got[1][k]["grade"] == pytest.approx(got[0][k]["grade"], abs=1e-4)

@@ -137,6 +137,7 @@ class HFBackend:
             self.label_strings = list(self.names)
         self.label_ids = label_token_ids(self.tokenizer, self.prefill, self.label_strings)
         self._warned_no_template = False
+        self._warned_context = False
         self._prefix_key: tuple[int, ...] | None = None
         self._prefix_kv: Any = None
         # transformers >= 5.2x renamed forward's `past_key_values` to `cache`.
@@ -162,6 +163,25 @@ class HFBackend:
         ids = self.tokenizer(text + self.prefill, add_special_tokens=not templated)["input_ids"]
         return ids, ta or tb
 
+    def _sliding_window(self) -> int | None:
+        cfg = self.model.config
+        types = getattr(cfg, "layer_types", None)
+        if types is not None:
+            return getattr(cfg, "sliding_window", None) if any("sliding" in str(t) for t in types) else None
+        if getattr(cfg, "use_sliding_window", True) is False:
+            return None
+        return getattr(cfg, "sliding_window", None)
+
+    def _context_limit(self) -> tuple[int | None, bool]:
+        """-> (trained context length, whether exceeding it is impossible). Learned position
+        tables (gpt2-style) cannot index past it; rotary models can, with degraded quality."""
+        cfg = self.model.config
+        rotary = any(getattr(cfg, k, None) is not None for k in ("rope_parameters", "rope_scaling", "rope_theta"))
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            if getattr(cfg, name, None):
+                return int(getattr(cfg, name)), not rotary
+        return None, False
+
     def _prefix_cache(self, prefix: list[int]) -> Any:
         """KV cache of the prefix every judge input shares (system prompt, template head): it
         is ~40% of a grading input, so computing it once saves that much of every forward."""
@@ -180,6 +200,11 @@ class HFBackend:
         vocabulary distribution puts on the label tokens [B]). With `prefix` (a token prefix of
         every row), the rows' remainders run on top of the prefix's cached keys/values."""
         n_pre = len(prefix) if prefix else 0
+        window = self._sliding_window()
+        if n_pre and window is not None and max(len(x) for x in batch_ids) > window:
+            # Sliding-window layers count cache slots, not positions: padding between the prefix
+            # and a row would shift that row's window. Left padding alone is safe.
+            n_pre = 0
         rows = [ids[n_pre:] for ids in batch_ids]
         pad = int(self.tokenizer.pad_token_id)
         width = max(len(x) for x in rows)
@@ -192,7 +217,7 @@ class HFBackend:
         position_ids = (n_pre + mask.cumsum(-1) - 1).clamp(min=n_pre)
         kwargs: dict[str, Any] = {"use_cache": False}
         if n_pre:
-            cache = copy.deepcopy(self._prefix_cache(list(prefix or [])))
+            cache = copy.deepcopy(self._prefix_cache(list(prefix or [])[:n_pre]))
             cache.batch_repeat_interleave(len(rows))
             # Padding sits between the prefix and each row's remainder; the mask hides it.
             mask = torch.cat([torch.ones((len(rows), n_pre), dtype=torch.long), mask], dim=1)
@@ -218,7 +243,21 @@ class HFBackend:
         return torch.log_softmax(logits, dim=-1).cpu(), mass.cpu()
 
     def run(self, requests: list[JudgeRequest]) -> Iterator[tuple[JudgeRequest, dict[str, Any]]]:
-        rendered = [(req, *self.render(req)) for req in requests]
+        rendered = []
+        limit, hard = self._context_limit()
+        for req in requests:
+            ids, cut = self.render(req)
+            if limit is not None and len(ids) > limit:
+                if hard:  # one over-long input must not stop the run: an error, excluded and counted
+                    self.calls += 1
+                    yield req, empty_result(error=f"judge input of {len(ids)} tokens exceeds the judge's context "
+                                                  f"of {limit}; lower max_answer_tokens", truncated=cut)
+                    continue
+                if not self._warned_context:
+                    logger.warning("judge inputs of up to %d tokens exceed the judge's trained context of %d; "
+                                   "its verdicts degrade (lower max_answer_tokens)", len(ids), limit)
+                    self._warned_context = True
+            rendered.append((req, ids, cut))
         if not rendered:
             return
         rendered.sort(key=lambda r: len(r[1]))  # similar lengths together: less padding
