@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import shlex
 from pathlib import Path
 
 from alignez_eval.errors import DataError
@@ -33,8 +33,14 @@ def main(args: argparse.Namespace) -> int:
     from alignez_eval.report import write_report
 
     name = args.name or args.judgments[0].resolve().name
-    extra = {"command": "alignez-eval " + " ".join(sys.argv[1:]) if sys.argv else "alignez-eval report",
-             "alignez_eval version": __version__}
+    command = ["alignez-eval", "report", "--judgments", *map(str, args.judgments), "--name", name,
+               "--out-root", str(args.out_root), "--n-boot", str(args.n_boot), "--seed", str(args.seed),
+               "--min-tuned-net", str(args.min_tuned_net)]
+    if args.tuned:
+        command += ["--tuned", args.tuned]
+    if args.judge_check:
+        command += ["--judge-check", str(args.judge_check)]
+    extra: dict[str, object] = {"command": shlex.join(command), "alignez_eval version": __version__}
     if args.judge_check:
         if not args.judge_check.is_file():
             raise DataError(f"--judge-check {args.judge_check} does not exist; write it with "

@@ -232,6 +232,7 @@ def lm_eval_results(name: str, models: list[dict[str, Any]], extra: dict[str, An
     results: dict[str, dict[str, Any]] = {}
     versions: dict[str, Any] = {}
     higher: dict[str, dict[str, bool]] = {}
+    n_samples: dict[str, dict[str, int]] = {}  # lm-eval's own key: judged docs per entry
     several = len(models) > 1
     for m in models:
         mode = m["mode"]
@@ -239,7 +240,8 @@ def lm_eval_results(name: str, models: list[dict[str, Any]], extra: dict[str, An
         for r in m["rows"]:
             key = f"{m['model']}.{r.candidate}:{r.dataset}" if several else f"{r.candidate}:{r.dataset}"
             key = key.replace("/", "_")  # WandbLogger splits "task/metric" on "/"
-            entry: dict[str, Any] = {"alias": key, "samples": r.n}
+            entry: dict[str, Any] = {"alias": key}
+            n_samples[key] = {"original": r.n + r.errors, "effective": r.n}
             for fig in FIGURES:
                 entry[f"{fig},{mode}"] = _num(getattr(r, fig))
                 entry[f"{fig}_stderr,{mode}"] = _num(r.se.get(fig))
@@ -256,8 +258,8 @@ def lm_eval_results(name: str, models: list[dict[str, Any]], extra: dict[str, An
         for cand, per in m["gaps"].items():
             g = per["average"]
             key = (f"{m['model']}.{cand}:average" if several else f"{cand}:average").replace("/", "_")
-            results[key] = {"alias": key, f"gap_closed,{mode}": g.value if g.defined else "undefined",
-                            "samples": g.n}
+            results[key] = {"alias": key, f"gap_closed,{mode}": g.value if g.defined else "undefined"}
+            n_samples[key] = {"original": g.n, "effective": g.n}
             versions[key] = prompt
             higher[key] = {"gap_closed": True}
     first = models[0]["manifest"] if models else {}
@@ -266,6 +268,7 @@ def lm_eval_results(name: str, models: list[dict[str, Any]], extra: dict[str, An
         "versions": versions,
         "n-shot": {k: 0 for k in results},
         "higher_is_better": higher,
+        "n-samples": n_samples,
         "configs": {},
         "config": {"model": "alignez-eval-judge", "report": name,
                    "judge": first.get("judge_description"), "mode": first.get("mode"),
