@@ -66,18 +66,26 @@ class EditSetting:
 
 def grid(name: str) -> list[EditSetting]:
     """full: every layers × k × positions (gate none for layers=all: the hooks alone; gate paper
-    for auto, the v2 default) plus the paper gate on all layers; core: a 6-point cut of it."""
+    for auto, the v2 default) plus the paper gate on all layers (17 points); bench: the target rows
+    (layers=all, k = 1, 4, 16, 64) plus positions=all, the gate pre-pass and auto at k=16 (7);
+    core: 6 points; min: the k=16 hooks and the v2 default (auto) only; quick: for smoke tests."""
     if name == "full":
         out = [EditSetting(layers, k, pos, "none" if layers == "all" else "paper")
                for layers in ("all", "auto") for k in (1, 4, 16, 64) for pos in ("last", "all")]
         return out + [EditSetting("all", 16, "last", "paper")]
+    if name == "bench":
+        return [EditSetting("all", k, "last", "none") for k in (1, 4, 16, 64)] + [
+            EditSetting("all", 16, "all", "none"), EditSetting("all", 16, "last", "paper"),
+            EditSetting("auto", 16, "last", "paper")]
     if name == "core":
         return [EditSetting("all", 1, "last", "none"), EditSetting("all", 16, "last", "none"),
                 EditSetting("all", 64, "last", "none"), EditSetting("all", 16, "all", "none"),
                 EditSetting("all", 16, "last", "paper"), EditSetting("auto", 16, "last", "paper")]
+    if name == "min":
+        return [EditSetting("all", 16, "last", "none"), EditSetting("auto", 16, "last", "paper")]
     if name == "quick":
         return [EditSetting("all", 4, "last", "none"), EditSetting("auto", 4, "all", "paper", n_layers=2)]
-    raise SystemExit(f"unknown grid {name!r}; choose full, core or quick")
+    raise SystemExit(f"unknown grid {name!r}; choose full, bench, core, min or quick")
 
 
 def make_requests(workload: Workload, prompts: list[str], max_gen_toks: int) -> list[Any]:
@@ -283,11 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", help="embedded model name or HF directory (repeatable); "
                     f"default: {' '.join(DEFAULT_MODELS)}")
-    ap.add_argument("--grid", action="append", help="full | core | quick, once for all models or once per --model "
-                    "(default: full for the first model, core for the others)")
+    ap.add_argument("--grid", action="append", help="full | bench | core | min | quick, once for all models or once "
+                    "per --model (default: full for the first model, core for the others)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--max-gen-toks", type=int, default=16)
-    ap.add_argument("--prompts-b1", type=int, default=2, help="prompts in the batch-1 generation workload")
+    ap.add_argument("--prompts-b1", type=int, default=1, help="prompts in the batch-1 generation workload")
     ap.add_argument("--prompts-b8", type=int, default=8, help="prompts in the batch-8 workloads")
     ap.add_argument("--dtype", default=None, help="float32 (CPU default) | bfloat16 (CUDA default)")
     ap.add_argument("--device", default="cpu")
