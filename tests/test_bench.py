@@ -71,6 +71,28 @@ def test_peak_memory_sees_a_large_allocation() -> None:
     assert small[0].peak_bytes - small[0].base_bytes < 48 * 2**20  # the peak was reset in between
 
 
+def test_grids_and_target_verdicts() -> None:
+    import overhead as O
+
+    full = O.grid("full")
+    assert len(full) == len(set(full)) == 17
+    assert {(s.layers, s.k, s.positions) for s in full} >= {
+        (layers, k, pos) for layers in ("all", "auto") for k in (1, 4, 16, 64) for pos in ("last", "all")}
+    assert set(O.grid("bench")) <= set(full) and set(O.grid("min")) <= set(O.grid("bench"))
+
+    def row(wl: str, k: int, ratio: float, peak: float, layers: str = "all", gate: str = "none") -> dict:
+        return {"workload": wl, "layers": layers, "k": k, "positions": "last", "gate": gate,
+                "ratio": {"median": ratio}, "peak_ratio": peak,
+                "in_target": layers == "all" and gate == "none" and k <= O.TARGET_K}
+
+    rows = [row("gen_b1", 1, 1.01, 1.0), row("gen_b1", 16, 1.029, 1.01), row("gen_b1", 64, 1.5, 1.0),
+            row("ll_b8", 16, 1.031, 1.0), row("ll_b8", 16, 1.9, 1.06, layers="auto", gate="paper")]
+    t = O.targets(rows)
+    assert t["time_gen_b1"]["met"] and t["time_gen_b1"]["worst"] == 1.029  # k=64 is outside the target
+    assert not t["time_ll_b8"]["met"] and t["time_ll_b8"]["worst"] == 1.031  # auto is outside it too
+    assert not t["memory"]["met"] and t["memory"]["worst"] == 1.06  # memory counts every row
+
+
 # ---------------------------------------------------------------------------------------------
 # the scripts
 # ---------------------------------------------------------------------------------------------
