@@ -2,7 +2,8 @@
 # The edit-overhead benchmark on a CUDA GPU: bench/overhead.py in bf16 with the embedded models
 # (SmolLM2-135M-Instruct and gemma-3-270m, full grid each), then reports/bench/README.md rebuilt.
 # Writes reports/bench/overhead_gpu.{json,csv,md}; the GPU's name, memory and CUDA version are in
-# the report. About 3-6 minutes on one H100-class GPU; the models must be prepared already or
+# the report. About 4-7 minutes on one H100-class GPU (17 settings x 3 workloads x 4 repeats x 2 sides per
+# model); the models must be prepared already (ALIGNEZ_HOME pointing at a prepared cache) or
 # preparable offline (`alignez-eval models`), since the GPU machine may have no network.
 #
 #   bash bench/gpu.sh                      # both embedded models
@@ -23,6 +24,6 @@ if [ "$#" -eq 0 ]; then
     set -- --model smollm2-135m-instruct --grid full --model gemma-3-270m --grid full
 fi
 # Every run is paired and interleaved, as on CPU; timings synchronise the device around each call.
-timeout 570 "$PY" bench/overhead.py --device cuda --dtype bfloat16 --repeats 5 --max-gen-toks 32 \
+timeout 570 "$PY" bench/overhead.py --device cuda --dtype bfloat16 --repeats 4 --max-gen-toks 32 \
     --prompts-b1 4 --prompts-b8 8 --tag gpu --out "$OUT" --no-progress "$@"
 "$PY" bench/run_all.py --summary-only --out "$OUT"
