@@ -4,7 +4,10 @@ run, the base model loaded once, the best point reported on prompts the sweep ne
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,6 +105,25 @@ def test_sweep_2x2_offline(tiny_dir, tmp_path: Path, monkeypatch: pytest.MonkeyP
     res2 = SweepPipeline(load_sweep(config), work_dir=tmp_path / "runs" / "sweep",
                          report_root=tmp_path / "reports").run()
     assert [s for s in res2.ran if not s.startswith("report/")] == [] and res2.stats["model_loads"] == 0
+
+    # what `wandb agent` runs for one point: the program reads the point from wandb.config (the agent
+    # passes it as WANDB_SWEEP_PARAM_PATH); every step it needs is cached by now
+    from wandb.sdk.lib import config_util
+
+    params = tmp_path / "agent_point.yaml"
+    config_util.save_config_file_from_dict(str(params), {"alpha": {"value": 2.0}, "n_layers": {"value": 2}})
+    env = {**os.environ, "WANDB_SWEEP_PARAM_PATH": str(params), "WANDB_MODE": "offline",
+           "ALIGNEZ_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    before = set((tmp_path / "runs" / "sweep" / "wandb").glob("offline-run-*"))
+    proc = subprocess.run([sys.executable, "-m", "alignez_eval", "sweep-agent", "--config", str(config),
+                           "--work-dir", str(tmp_path / "runs" / "sweep")],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    new = sorted(set((tmp_path / "runs" / "sweep" / "wandb").glob("offline-run-*")) - before)
+    assert len(new) == 1
+    agent = run_info(new[0])
+    assert agent["config"]["alpha"] == 2.0 and agent["config"]["n_layers"] == 2 and agent["name"] == "alpha=2,n_layers=2"
+    assert agent["summary"]["sweep/net_win"] == pytest.approx(by_name["alpha=2,n_layers=2"].metrics["net_win"])
 
 
 def test_emit_native_wandb_sweep(tmp_path: Path, capsys) -> None:

@@ -33,7 +33,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from alignez_eval.pipeline.sweep_config import load_sweep, point_name, wandb_sweep_config
+    from alignez_eval.pipeline.sweep_config import load_sweep, wandb_sweep_config
 
     if args.emit_wandb_sweep:
         # Keep ${model:...} unexpanded: the agent resolves it on the machine that runs the point.
@@ -46,14 +46,15 @@ def main(args: argparse.Namespace) -> int:
         return 0
 
     from alignez_eval.commands.compare import print_report
-    from alignez_eval.pipeline.sweep import SweepPipeline
+    from alignez_eval.pipeline.sweep import SweepPipeline, rank_points
 
     cfg = load_sweep(args.config)
     res = SweepPipeline(cfg, work_dir=args.work_dir, report_root=args.report_root,
                         use_wandb=not args.no_wandb).run()
     print(f"\nsweep {cfg.name}: {len(res.points)} points ranked by {cfg.metric} on the sweep split")
-    for r in sorted(res.points, key=lambda r: -(r.metrics.get(cfg.metric) or float("-inf"))):
-        print(f"  {r.metrics.get(cfg.metric)!s:>8}  {point_name(r.point)}")
+    for r in rank_points(res.points, cfg.metric):
+        v = r.metrics.get(cfg.metric)
+        print(f"  {'undefined' if v is None else f'{v:+.1f}':>9}  {r.name}")
     if res.best is not None and res.report:
         print(f"\nbest point {res.best.name}, evaluated on the held-out split:")
         print_report(res.report, "report")

@@ -22,19 +22,21 @@ def main(args: argparse.Namespace) -> int:
 
     from alignez_eval.pipeline import tracking
     from alignez_eval.pipeline.sweep import SweepPipeline
-    from alignez_eval.pipeline.sweep_config import SWEEP_PARAMS, load_sweep, point_name
+    from alignez_eval.pipeline.sweep_config import SWEEP_PARAMS, load_sweep
 
     cfg = load_sweep(args.config)
-    run = wandb.init(project=cfg.wandb_project, entity=cfg.wandb_entity, group=cfg.name,
-                     job_type="sweep-point", mode=tracking.wandb_mode())
-    point = {**cfg.fixed, **{k: v for k, v in dict(run.config).items() if k in SWEEP_PARAMS}}
-    run.name = point_name(point)
     pipe = SweepPipeline(cfg, work_dir=args.work_dir, use_wandb=False)
+    pipe.work_dir.mkdir(parents=True, exist_ok=True)
+    # Under `wandb agent`, init() merges the point the controller chose (WANDB_SWEEP_PARAM_PATH) into config.
+    run = wandb.init(project=cfg.wandb_project, entity=cfg.wandb_entity, group=cfg.name, job_type="sweep-point",
+                     dir=str(pipe.work_dir), mode=tracking.wandb_mode())
+    point = {**cfg.fixed, **{k: v for k, v in dict(run.config).items() if k in SWEEP_PARAMS}}
+    run.name = pipe.label(point)
     try:
         pipe.prepare_baselines()
         res = pipe.run_point(point, run=run)
     finally:
         pipe.base_slot.close()
         run.finish()
-    print(f"{res.name}: " + ", ".join(f"{k}={v}" for k, v in res.metrics.items() if isinstance(v, int | float)))
+    print(f"{res.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in res.metrics.items() if isinstance(v, int | float)))
     return 0

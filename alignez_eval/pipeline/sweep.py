@@ -134,8 +134,13 @@ class SweepPipeline:
         return point_metrics(files, label), files
 
     # -- the sweep ------------------------------------------------------------------------------
+    def label(self, point: dict[str, Any]) -> str:
+        """A point's name from its searched settings only (the fixed ones are the same everywhere)."""
+        searched = {p.name for p in self.cfg.params}
+        return point_name({k: v for k, v in point.items() if k in searched}) or point_name(point) or "default"
+
     def run_point(self, point: dict[str, Any], run: Any = None) -> PointResult:
-        name = point_name(point)
+        name = self.label(point)
         metrics, files = self.evaluate(point, "sweep", name, self.work_dir / "points")
         wandb_dir = None
         own_run = run is None and self.use_wandb
@@ -160,7 +165,7 @@ class SweepPipeline:
             self.prepare_baselines()
             results = []
             for i, pt in enumerate(pts, 1):
-                logger.info("sweep point %d/%d: %s", i, len(pts), point_name(pt))
+                logger.info("sweep point %d/%d: %s", i, len(pts), self.label(pt))
                 results.append(self.run_point(pt))
             best = rank_points(results, self.cfg.metric)[0] if results else None
             heldout: dict[str, Any] | None = None
