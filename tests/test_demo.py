@@ -26,7 +26,7 @@ def test_demo_defaults_fit_the_cpu_budget() -> None:
 def test_demo_miniature_on_real_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     rc = cli.main(["demo", "--limit", "4", "--max-gen-toks", "12", "--judge-check-n", "1",
-                   "--fit-arg", "answer_tokens=12,char_tokens=8,min_pairs=2", "--work-dir", str(tmp_path / "runs"),
+                   "--fit-arg", "answer_tokens=12,char_tokens=8,min_pairs=1", "--work-dir", str(tmp_path / "runs"),
                    "--report-root", str(tmp_path / "reports")])
     assert rc == 0
     out = capsys.readouterr().out
