@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from alignez_eval import __version__
+from alignez_eval.atomic import atomic_write_text
 from alignez_eval.editing.activations import READS, capture, load_activations, save_activations
 from alignez_eval.editing.architectures import COMPONENTS, find_components, hidden_size
 from alignez_eval.editing.artifact import GATES, Edit, EditMeta, LayerEdit
@@ -573,18 +574,6 @@ def output_paths(out: str | os.PathLike[str]) -> dict[str, Path]:
     }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_outputs(result: FitResult, out: str | os.PathLike[str], text: bool = True) -> dict[str, Path]:
     """Artifact + annotated pairs JSONL + report JSON (+ the text report). Returns the paths written."""
     paths = output_paths(out)
@@ -592,10 +581,10 @@ def write_outputs(result: FitResult, out: str | os.PathLike[str], text: bool = T
     report = dict(result.report)
     report["artifact"] = {"path": str(paths["edit"]), "sha256": sha}
     report["cache_hit"] = result.cache_hit
-    _atomic_write(paths["pairs"], "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in result.pairs))
-    _atomic_write(paths["report"], json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(paths["pairs"], "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in result.pairs))
+    atomic_write_text(paths["report"], json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
     if text:
-        _atomic_write(paths["text"], format_report(report) + "\n")
+        atomic_write_text(paths["text"], format_report(report) + "\n")
     else:
         paths.pop("text")
     return paths

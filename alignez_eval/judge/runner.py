@@ -12,15 +12,14 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from alignez_eval import __version__
+from alignez_eval.atomic import atomic_write_text  # noqa: F401  (re-exported)
 from alignez_eval.errors import DataError
 from alignez_eval.judge.cache import JudgmentCache
 from alignez_eval.judge.engine import Judge, PairItem
@@ -35,18 +34,6 @@ FORMAT = "alignez-eval-judgments/1"
 
 def safe_name(name: str) -> str:
     return re.sub(r"[^\w.+-]+", "_", name).strip("_") or "candidate"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:

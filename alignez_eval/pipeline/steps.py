@@ -12,7 +12,6 @@ second invocation can show — and tests can count — that nothing unchanged wa
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval import __version__
+from alignez_eval.atomic import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -62,27 +62,6 @@ def software_versions() -> dict[str, str]:
         except PackageNotFoundError:  # pragma: no cover - all are dependencies
             out[pkg] = "absent"
     return out
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same directory + os.replace, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
 
 
 def slug(name: str) -> str:
