@@ -3,7 +3,7 @@ against a loopback server with a fixed artificial latency, at concurrency 1, 8 a
 of a re-run that finds every judgment in the cache.
 
 A judgment is one backend request (one order of a pair): pairwise mode asks both orders, so a
-pair costs two. The loopback server sleeps `--latency` seconds per request, answers a valid
+pair costs two. The loopback server (its own process) sleeps `--latency` seconds per request, answers a valid
 pairwise JSON verdict and records how many requests were in flight at once, which shows the
 concurrency bound holding (max in flight ≤ concurrency). With N requests and latency L the ideal
 rate is min(c, N)/L; "efficiency" is measured/ideal.
@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing as mp
 import os
 import sys
 import tempfile
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,74 +36,96 @@ logger = logging.getLogger("bench.judge_throughput")
 KEY_ENV = "ALIGNEZ_BENCH_JUDGE_KEY"
 
 
+def _serve(latency: float, hits: Any, in_flight: Any, max_in_flight: Any, port_q: Any) -> None:
+    """The server process: OpenAI-compatible /chat/completions on 127.0.0.1 that waits `latency` s
+    per request and answers a valid pairwise verdict, counting requests in shared memory."""
+
+    def bump(counter: Any, by: int) -> None:
+        with counter.get_lock():
+            counter.value += by
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a real endpoint would
+        # Headers and body go out in two writes; with Nagle on, the client's delayed ACK adds ~40 ms
+        # to every response — an artefact of http.server, not of the backend under test.
+        disable_nagle_algorithm = True
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 — http.server's naming
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            bump(hits, 1)
+            with in_flight.get_lock():
+                in_flight.value += 1
+                with max_in_flight.get_lock():
+                    max_in_flight.value = max(max_in_flight.value, in_flight.value)
+            try:
+                req = json.loads(body)
+                user = req["messages"][-1]["content"]
+                time.sleep(latency)
+                verdict: dict[str, Any] = {a: {"rationale": "bench", "choice": "tie"} for a in
+                                           ("helpfulness", "clarity", "factuality", "depth", "engagement", "safety")}
+                verdict["overall"] = "A" if len(user) % 2 else "B"
+                payload = json.dumps({
+                    "id": "bench", "object": "chat.completion", "model": req.get("model"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": json.dumps(verdict)},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": len(user.split()), "completion_tokens": 60},
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            finally:
+                bump(in_flight, -1)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    port_q.put(httpd.server_address[1])
+    httpd.serve_forever()
+
+
 class LatencyServer:
-    """OpenAI-compatible /chat/completions on 127.0.0.1 that waits `latency` s per request."""
+    """The loopback judge server in its own process (spawned), so that its request handling does not
+    compete with the client for the GIL: what is measured is the client."""
 
     def __init__(self, latency: float) -> None:
+        ctx = mp.get_context("spawn")
         self.latency = latency
-        self.lock = threading.Lock()
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.hits = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as a real endpoint would
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 — http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                server.handle(self, body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._hits, self._in_flight, self._max = ctx.Value("i", 0), ctx.Value("i", 0), ctx.Value("i", 0)
+        self._port_q = ctx.Queue()
+        self.proc = ctx.Process(target=_serve, args=(latency, self._hits, self._in_flight, self._max, self._port_q),
+                                daemon=True)
+        self.port: int | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def hits(self) -> int:
+        return int(self._hits.value)
+
+    @property
+    def max_in_flight(self) -> int:
+        return int(self._max.value)
 
     def reset(self) -> None:
-        with self.lock:
-            self.max_in_flight = 0
-            self.hits = 0
-
-    def handle(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
-        with self.lock:
-            self.in_flight += 1
-            self.hits += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            req = json.loads(body)
-            user = req["messages"][-1]["content"]
-            time.sleep(self.latency)
-            verdict = {a: {"rationale": "bench", "choice": "tie"} for a in
-                       ("helpfulness", "clarity", "factuality", "depth", "engagement", "safety")}
-            verdict["overall"] = "A" if len(user) % 2 else "B"
-            payload = json.dumps({
-                "id": "bench", "object": "chat.completion", "model": req.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": json.dumps(verdict)},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": len(user.split()), "completion_tokens": 60},
-            }).encode()
-            h.send_response(200)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(payload)))
-            h.end_headers()
-            h.wfile.write(payload)
-        finally:
-            with self.lock:
-                self.in_flight -= 1
+        with self._hits.get_lock():
+            self._hits.value = 0
+        with self._max.get_lock():
+            self._max.value = 0
 
     def __enter__(self) -> LatencyServer:
-        self.thread.start()
+        self.proc.start()
+        self.port = int(self._port_q.get(timeout=60))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.proc.terminate()
+        self.proc.join(timeout=10)
 
 
 def make_items(n_pairs: int) -> list[Any]:

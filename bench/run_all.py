@@ -166,7 +166,7 @@ def build_readme(out: Path, run_info: dict[str, Any] | None) -> str:
         "overhead|fit|judge`; `bench/gpu.sh` adds the CUDA overhead report where a GPU exists.", "",
     ]
     if run_info:
-        lines += [f"Last `run_all.py`: {run_info['created']}, {run_info['total_s']:.0f} s in all ("
+        lines += [f"Last `run_all.py`: {run_info['created']}, {run_info['total_s']:.0f} s of benchmarks ("
                   + ", ".join(f"{k} {v['seconds']:.0f} s, exit {v['rc']}" for k, v in run_info["runs"].items()) + ").", ""]
     lines += ["## Targets", ""]
     tgt_rows = []
@@ -226,7 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         runs = run_set(names, args.out, args.extra)
         run_info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": runs,
                     "total_s": round(time.perf_counter() - t0, 1), "loadavg_end": C.loadavg()}
-        C.write_json(args.out / "run_all.json", run_info)
+        prev_path = args.out / "run_all.json"
+        if args.only and prev_path.is_file():  # a partial re-run updates its entries, keeps the others
+            prev = json.loads(prev_path.read_text(encoding="utf-8"))
+            merged = {**prev.get("runs", {}), **runs}
+            run_info["runs"] = merged
+            run_info["total_s"] = round(sum(v["seconds"] for v in merged.values()), 1)
+        C.write_json(prev_path, run_info)
     else:
         p = args.out / "run_all.json"
         run_info = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
