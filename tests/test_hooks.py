@@ -358,3 +358,60 @@ def test_gate_keeps_both_halves_of_a_neg_align_pair(gate: str) -> None:
         assert torch.equal(gates.harm[i], gates.help[i])
         kept += float(gates.help[i].sum())
     assert 0 < kept < 3 * 3 * len(plan.hook_layers)  # the gate really selects
+
+
+# ---- the fused hot path ------------------------------------------------------------------------
+@pytest.mark.parametrize("k_harm,k_help,alpha", [(3, 2, 1.0), (3, 2, -2.5), (0, 4, 1.5), (4, 0, 1.0), (3, 3, 0.0)])
+def test_fused_update_equals_the_rule(k_harm: int, k_help: int, alpha: float) -> None:
+    """FusedAlignEZ (stacked Θ, clamp/tanh in place, one addmm) against rules.alignez_delta, with
+    and without per-row gates."""
+    from alignez_eval.editing import rules
+    from alignez_eval.editing.hooks import FusedAlignEZ
+
+    g = torch.Generator().manual_seed(k_harm * 10 + k_help)
+    d = 12
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    harm, help_ = q[:k_harm], q[k_harm:k_harm + k_help]
+    x = 3 * torch.randn(5, d, generator=g, dtype=torch.float64)
+    f = FusedAlignEZ.build(harm, help_, alpha)
+    got = x + f.delta_coeffs(x) @ f.theta_out
+    want = x + rules.alignez_delta(x, harm, help_, alpha)
+    torch.testing.assert_close(got, want)
+    gh = (torch.rand(5, k_harm, generator=g) > 0.5).double()
+    gp = (torch.rand(5, k_help, generator=g) > 0.5).double()
+    gate = torch.cat([gh, gp], dim=1)[:, : f.k]
+    got = x + (f.delta_coeffs(x) * gate) @ f.theta_out
+    torch.testing.assert_close(got, x + rules.alignez_delta(x, harm, help_, alpha, gh, gp))
+
+
+def test_edit_under_autograd_builds_a_new_tensor_and_backpropagates() -> None:
+    """With autograd on, the hook must not write into the component's output in place."""
+    model, tok = make_model("llama")
+    plan = prepare_plan(random_edit(model, k_harm=2, k_help=2, seed=5), EditConfig(alpha=2.0, layers="all"), model)
+    enc = tok(["Human: How do I bake bread?"], return_tensors="pt")
+    with torch.no_grad(), edit_session(model, plan, GenerationPositions("all")):
+        ref = model(**enc).logits
+    with edit_session(model, plan, GenerationPositions("all")):
+        out = model(**enc).logits
+        out.float().pow(2).mean().backward()
+    torch.testing.assert_close(out.detach(), ref)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(gr).all() for gr in grads)
+
+
+def test_prepass_stops_after_the_last_candidate_layer() -> None:
+    """The q̂ pre-pass never reaches the LM head (nor layers past the last fitted one)."""
+    model, tok = make_model("llama")
+    edit = random_edit(model, k_harm=2, k_help=2, seed=6, gate="paper", layers=[0, 1], default_layers="auto")
+    plan = prepare_plan(edit, EditConfig(), model)
+    seen: list[str] = []
+    hs = [model.lm_head.register_forward_hook(lambda *_: seen.append("lm_head")),
+          model.model.layers[3].register_forward_hook(lambda *_: seen.append("layer3"))]
+    enc = tok(["Human: hi", "Human: How do I bake bread?"], return_tensors="pt", padding=True)
+    try:
+        states = capture_query_states(model, plan, lambda: model(**enc), torch.full((2,), enc["input_ids"].shape[1] - 1))
+    finally:
+        for h in hs:
+            h.remove()
+    assert sorted(states) == [0, 1] and seen == []
+    assert active_hook_count(model) == 0

@@ -80,6 +80,7 @@ class EditPlan:
     help: dict[int, torch.Tensor]
     steer: dict[int, torch.Tensor]
     layers_path: str | None = None
+    fused: dict[int, FusedAlignEZ] = field(default_factory=dict)  # alignez rule only
 
     @property
     def hook_layers(self) -> tuple[int, ...]:
@@ -157,9 +158,12 @@ def prepare_plan(
             if edit.layers[i].steer is None:
                 raise ConfigError(f"additive artifact lacks layer.{i}.steer; re-fit it")
             steer[i] = edit.layers[i].steer.to(device=device, dtype=dtype)
+    fused: dict[int, FusedAlignEZ] = {}
+    if meta.rule == "alignez":
+        fused = {i: FusedAlignEZ.build(harm[i], help_[i], float(config.alpha)) for i in use}
     return EditPlan(
         edit=edit, config=config, rule=meta.rule, component=component, gate=gate, n_layers=n_layers,
-        layers=layers, harm=harm, help=help_, steer=steer, layers_path=layers_path,
+        layers=layers, harm=harm, help=help_, steer=steer, layers_path=layers_path, fused=fused,
     )
 
 
@@ -226,13 +230,18 @@ def query_gates(plan: EditPlan, query_states: dict[int, torch.Tensor]) -> RowGat
     return RowGates(harm=harm_g, help=help_g, active=active, chosen=chosen)
 
 
+class _PrepassDone(Exception):
+    """Raised by the pre-pass hook of the last candidate layer: every q̂_l has been read."""
+
+
 @contextmanager
 def _capture(
-    components: Sequence[torch.nn.Module], layers: Sequence[int], positions: torch.Tensor
+    components: Sequence[torch.nn.Module], layers: Sequence[int], positions: torch.Tensor, stop_early: bool = True
 ) -> Iterator[dict[int, torch.Tensor]]:
     """Record Φ_l[b, positions[b]] (float32) from the first forward through each component."""
     out: dict[int, torch.Tensor] = {}
     handles = []
+    n_wanted = len(set(layers))
 
     def make(i: int) -> Callable[..., None]:
         def hook(_m: torch.nn.Module, _a: Any, output: Any) -> None:
@@ -241,6 +250,8 @@ def _capture(
             x = _hidden(output)
             rows = torch.arange(x.shape[0], device=x.device)
             out[i] = x[rows, positions.to(x.device)].detach().to(torch.float32)
+            if stop_early and len(out) == n_wanted:
+                raise _PrepassDone
 
         return hook
 
@@ -258,12 +269,19 @@ def capture_query_states(
     plan: EditPlan,
     run: Callable[[], Any],
     positions: torch.Tensor,
+    stop_early: bool = True,
 ) -> dict[int, torch.Tensor]:
     """Run `run()` (an unedited forward or a 1-token generate) and return Φ_l at each row's
-    query position for every candidate layer."""
+    query position for every candidate layer. `stop_early=False` lets the forward finish (when the
+    caller keeps its KV cache)."""
     components = find_components(model, plan.component, plan.layers_path)
-    with _capture(components, plan.hook_layers, positions) as states, torch.no_grad():
-        run()
+    with _capture(components, plan.hook_layers, positions, stop_early) as states, torch.no_grad():
+        # Cut short once the last candidate layer has fired: the later layers and the LM head
+        # (B × T × vocab logits for a loglikelihood batch; 262k wide on Gemma 3) are not needed.
+        try:
+            run()
+        except _PrepassDone:
+            pass
     missing = [i for i in plan.hook_layers if i not in states]
     if missing:
         raise ArchitectureError(f"the pre-pass never reached layers {missing}; check layers_path=")
@@ -406,9 +424,148 @@ def layer_delta(
     return delta
 
 
+@dataclass
+class FusedAlignEZ:
+    """One layer's AlignEZ update as one matmul in and one addmm out, for the hot path.
+
+    With Θ_in = [−Θ_harm; Θ_help] the coefficients c = x Θ_inᵀ come out at once; clamping the
+    first k_harm columns at ≤ 0 gives −ReLU(⟨x,θ_harm⟩) and tanh on the rest gives tanh(⟨x,θ_help⟩),
+    so with Θ_out = [Θ_harm; α·Θ_help] the update is x + c Θ_out: rules.alignez_delta term for term.
+    At decode the cost is operator dispatch on caches the weights just flushed (≈5–10 µs per
+    operator on CPU, not FLOPs), so the hook keeps to five operators and reuses its buffers."""
+
+    theta_in: torch.Tensor  # (k_harm + k_help, d)
+    theta_out: torch.Tensor  # (k_harm + k_help, d)
+    k_harm: int
+
+    @classmethod
+    def build(cls, harm: torch.Tensor, help_: torch.Tensor, alpha: float) -> FusedAlignEZ:
+        if alpha == 0:
+            help_ = help_[:0]
+        theta_in = torch.cat([-harm, help_], dim=0).contiguous()
+        theta_out = torch.cat([harm, alpha * help_], dim=0).contiguous()
+        return cls(theta_in, theta_out, harm.shape[0])
+
+    @property
+    def k(self) -> int:
+        return self.theta_in.shape[0]
+
+    def cast(self, x: torch.Tensor) -> FusedAlignEZ:
+        if self.theta_in.dtype == x.dtype and self.theta_in.device == x.device:
+            return self
+        return FusedAlignEZ(self.theta_in.to(x), self.theta_out.to(x), self.k_harm)
+
+    def activate_(self, c: torch.Tensor, harm: torch.Tensor | None = None, help_: torch.Tensor | None = None) -> None:
+        """In place on (N, k) raw coefficients; `harm`/`help_` are views of c's two column blocks
+        when the caller keeps them (saves two slicing operators per call)."""
+        if self.k_harm:
+            (c[:, : self.k_harm] if harm is None else harm).clamp_(max=0)
+        if self.k_harm < self.k:
+            (c[:, self.k_harm :] if help_ is None else help_).tanh_()
+
+    def delta_coeffs(self, x2: torch.Tensor) -> torch.Tensor:
+        """(N, k) coefficients [−ReLU(⟨x,θ_harm⟩) …, tanh(⟨x,θ_help⟩) …] for x2 (N, d)."""
+        c = x2 @ self.theta_in.T
+        self.activate_(c)
+        return c
+
+
+class _Buffers:
+    """Coefficient buffers (and their column-block views) reused across decoding steps."""
+
+    SMALL = 256  # rows; larger inputs are prefill, where one allocation is noise
+
+    def __init__(self, fused: FusedAlignEZ) -> None:
+        self.fused = fused
+        self.by_key: dict[tuple[int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, n: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        key = (n, x.dtype, x.device)
+        got = self.by_key.get(key)
+        if got is None:
+            buf = torch.empty(n, self.fused.k, dtype=x.dtype, device=x.device)
+            got = self.by_key[key] = (buf, buf[:, : self.fused.k_harm], buf[:, self.fused.k_harm :])
+        return got
+
+
+def _fused_gate(gates: RowGates | None, layer: int) -> torch.Tensor | None:
+    """(B, k) per-row 0/1 mask over the stacked [Θ_harm; Θ_help] coefficients."""
+    if gates is None:
+        return None
+    return torch.cat([gates.harm[layer], gates.help[layer]], dim=1)
+
+
+def _make_fused_hook(
+    plan: EditPlan, layer: int, rule: PositionRule, state: ForwardState, gates: RowGates | None
+) -> Callable[..., Any]:
+    fused = plan.fused[layer]
+    gate0 = _fused_gate(gates, layer)
+    if gate0 is not None:
+        gate0 = gate0[:, : fused.k]  # alpha = 0 dropped the help block
+    by_batch: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+    buffers = _Buffers(fused)
+
+    def row_gate(batch: int, x: torch.Tensor) -> torch.Tensor | None:
+        if gate0 is None:
+            return None
+        key = (batch, x.dtype, x.device)
+        g = by_batch.get(key)
+        if g is None:
+            g = by_batch[key] = _rows(gate0, batch).to(device=x.device, dtype=x.dtype)
+        return g
+
+    def hook(_module: torch.nn.Module, _args: Any, output: Any) -> Any:
+        x = output if isinstance(output, torch.Tensor) else _hidden(output)
+        batch, length, d = x.shape
+        where = state.cache.get(length)
+        if where is None:
+            where = state.cache[length] = rule.where(state, batch, length, x.device)
+        if where is SKIP:
+            return None
+        f = fused.cast(x)
+        g = row_gate(batch, x)
+        # Writing into the component's fresh output saves a copy; with autograd on, build a new one.
+        inplace = not (torch.is_grad_enabled() and x.requires_grad)
+        if where is LAST:
+            y = x if inplace else x.clone()
+            last = y[:, -1, :]
+            c = f.delta_coeffs(last)
+            if g is not None:
+                c.mul_(g)
+            last.addmm_(c, f.theta_out)
+        else:
+            x2 = x.view(-1, d) if x.is_contiguous() else x.reshape(-1, d)
+            n = x2.shape[0]
+            if inplace and n <= _Buffers.SMALL and g is None and where is EVERY:
+                c, c_harm, c_help = buffers.get(n, x)
+                torch.mm(x2, f.theta_in.T, out=c)
+                f.activate_(c, c_harm, c_help)
+            else:
+                c = f.delta_coeffs(x2)
+                if g is not None or where is not EVERY:
+                    c3 = c.view(batch, length, -1)
+                    if g is not None:
+                        c3.mul_(g.unsqueeze(1))
+                    if where is not EVERY:
+                        c3.mul_(_rows(where, batch).unsqueeze(-1).to(dtype=c3.dtype))
+            if inplace and x2.data_ptr() == x.data_ptr() and x.is_contiguous():
+                x2.addmm_(c, f.theta_out)
+                y = x
+            else:
+                y = torch.addmm(x2, c, f.theta_out).view_as(x)
+        if y is x:
+            return None
+        return y if isinstance(output, torch.Tensor) else (y, *output[1:])
+
+    return hook
+
+
 def _make_hook(
     plan: EditPlan, layer: int, rule: PositionRule, state: ForwardState, gates: RowGates | None
 ) -> Callable[..., Any]:
+    if plan.rule == "alignez" and layer in plan.fused:
+        return _make_fused_hook(plan, layer, rule, state, gates)
+
     def hook(_module: torch.nn.Module, _args: Any, output: Any) -> Any:
         x = _hidden(output)
         batch, length = x.shape[0], x.shape[1]
