@@ -98,6 +98,9 @@ class AlignEZHFLM(HFLM):
         self._edit: Edit | None = None
         self._plan: EditPlan | None = None
         self._ll_rows: dict[tuple[int, ...], tuple[int, int]] = {}
+        # Generation with a q̂ pre-pass (layers=auto or a gate) reuses its prompt KV cache (see
+        # _gates_and_prompt_cache); off, generate runs its own full prefill after the pre-pass.
+        self.reuse_prompt_cache = True
         super().__init__(pretrained, **kwargs)
         self._setup_data_parallel()
         self.layers_path = layers_path
@@ -311,11 +314,17 @@ class AlignEZHFLM(HFLM):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         gates = None
         if plan.needs_query_states:
+            attn = generation_kwargs.get("attention_mask")
+            qpos = torch.full((context.shape[0],), context.shape[1] - 1, device=context.device)
+            if self.reuse_prompt_cache and _prompt_cache_applies(plan, context, attn, generation_kwargs):
+                gates, cache = self._gates_and_prompt_cache(plan, context, attn, qpos)
+                if cache is not None:
+                    generation_kwargs[_cache_kwarg(self.model)] = cache
+                with edit_session(self.model, plan, GenerationPositions(plan.config.positions), gates):
+                    return super()._model_generate(context, max_length, stop, **generation_kwargs)
             # The prefill of a 1-token greedy generate is exactly the real prefill (same position
             # ids from the attention mask), unedited; with left padding the query's last token is
             # at position -1 of every row.
-            attn = generation_kwargs.get("attention_mask")
-            qpos = torch.full((context.shape[0],), context.shape[1] - 1, device=context.device)
 
             def prefill() -> Any:
                 with torch.autocast(
@@ -333,15 +342,68 @@ class AlignEZHFLM(HFLM):
         with edit_session(self.model, plan, GenerationPositions(plan.config.positions), gates):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
+    def _gates_and_prompt_cache(
+        self, plan: EditPlan, context: torch.Tensor, attn: torch.Tensor, qpos: torch.Tensor
+    ) -> tuple[RowGates, Any]:
+        """q̂ from one unedited pass over the prompt that also keeps its KV cache, cut back by the
+        last token. With positions=last|generated the edit leaves every prompt token but the last
+        unedited, so those keys and values are exactly what the edited generate would compute;
+        generate then starts from the last prompt token, and the q̂ pre-pass costs no extra prefill.
+        Returns cache None (a full prefill follows) when the cache cannot be cut back."""
+        box: dict[str, Any] = {}
+        base = self.model.base_model
+        # As generate derives them: positions count real tokens (left padding), pads get 0.
+        position_ids = (attn.long().cumsum(-1) - 1).masked_fill(attn == 0, 0)
+
+        def prefill() -> None:
+            with torch.autocast(
+                device_type=self.device.type,
+                dtype=self.mixed_precision_dtype,
+                enabled=self.mixed_precision_dtype is not None,
+            ):
+                out = base(input_ids=context, attention_mask=attn, position_ids=position_ids, use_cache=True)
+            cache = getattr(out, "cache", None)
+            box["cache"] = cache if cache is not None else getattr(out, "past_key_values", None)
+
+        gates = self._gates(plan, prefill, qpos, stop_early=False)
+        cache = box.get("cache")
+        try:
+            cache.crop(-1)
+        except (AttributeError, RuntimeError, ValueError) as exc:
+            # e.g. a sliding-window layer that is already full cannot be rolled back
+            logger.debug("prompt cache not reusable (%s); generate runs its own prefill", exc)
+            return gates, None
+        return gates, cache
+
     # ---- per-query choices -------------------------------------------------------------------
-    def _gates(self, plan: EditPlan, run: Callable[[], Any], qpos: torch.Tensor) -> RowGates:
-        states = capture_query_states(self.model, plan, run, qpos)
+    def _gates(self, plan: EditPlan, run: Callable[[], Any], qpos: torch.Tensor, stop_early: bool = True) -> RowGates:
+        states = capture_query_states(self.model, plan, run, qpos, stop_early=stop_early)
         gates = query_gates(plan, states)
         self.last_chosen_layers = gates.chosen
         for row in gates.chosen:
             self.layer_usage.update(row)
         logger.debug("alignez-hf chosen layers per row: %s", gates.chosen)
         return gates
+
+
+def _prompt_cache_applies(plan: EditPlan, context: torch.Tensor, attn: Any, gen_kwargs: dict[str, Any]) -> bool:
+    """Reusing the pre-pass's prompt cache is exact only when the prefill edits at most the last
+    prompt token, and simple only for one sequence per prompt without a cache of the caller's."""
+    return (
+        plan.config.positions in ("last", "generated")
+        and isinstance(attn, torch.Tensor)
+        and context.shape[1] >= 2
+        and int(gen_kwargs.get("num_beams") or 1) == 1
+        and int(gen_kwargs.get("num_return_sequences") or 1) == 1
+        and not any(k in gen_kwargs for k in ("cache", "past_key_values"))
+    )
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """transformers 5 renamed generate's `past_key_values` to `cache`; accept either."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _is_self(spec: Any) -> bool:

@@ -291,3 +291,37 @@ def test_fit_seam_names_an_unknown_fit_spec(tiny_dir) -> None:
     lm = AlignEZHFLM(pretrained=str(tiny_dir("llama")), device="cpu", fit="selfgen")
     with pytest.raises(ConfigError, match="fit=selfgen: unknown task 'selfgen'.*fit=self"):
         lm.generate_until(gen_requests())
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "gemma3_text", "qwen2"])
+def test_prompt_cache_reuse_equals_a_full_prefill(tiny_dir, tmp_path, arch: str) -> None:
+    """With a q̂ pre-pass (layers=auto + gate), generate starts from the pre-pass's prompt cache:
+    the same tokens as a fresh full prefill, and the edited generate never re-reads the prompt."""
+    lm = AlignEZHFLM(pretrained=str(tiny_dir(arch)), device="cpu", batch_size=4, edit="none")
+    p = tmp_path / "auto.safetensors"
+    random_edit(lm.model, k_harm=2, k_help=2, seed=9, gate="paper", n_layers=2, default_layers="auto").save(p)
+    lengths: list[int] = []
+    first = next(iter(lm.model.base_model.modules()))  # the decoder; its forwards see every step's length
+    h = first.register_forward_pre_hook(
+        lambda m, a, kw: lengths.append((kw.get("input_ids") if kw.get("input_ids") is not None else a[0]).shape[1]),
+        with_kwargs=True)
+    out = {}
+    try:
+        for reuse in (False, True):
+            lm.set_edit(edit=p, alpha=8.0)
+            lm.reuse_prompt_cache = reuse
+            lengths.clear()
+            out[reuse] = lm.generate_until(gen_requests())
+            out[(reuse, "lengths")] = list(lengths)
+    finally:
+        h.remove()
+        lm.set_edit(edit=None)
+    assert out[True] == out[False]
+    assert any(s != "" for s in out[True])
+    full = out[(False, "lengths")]
+    reused = out[(True, "lengths")]
+    # without reuse: pre-pass prefill (cut short), full prefill, decode steps; with reuse: one
+    # pre-pass over the prompt, then only 1-token forwards
+    assert sum(n > 1 for n in full) == 2 * sum(n > 1 for n in reused)
+    assert len(reused) == len(full)
+    assert active_hook_count(lm.model) == 0
