@@ -95,12 +95,20 @@ def capture(
     if old_pad is None:
         tokenizer.pad_token = tokenizer.eos_token
     try:
+        # Batches of similar length: padded positions cost a full forward each, and self-generated
+        # answers vary from a few tokens to the cap, so unsorted batches are about half padding.
+        lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        order = sorted(range(len(texts)), key=lambda j: -lengths[j])
+        real = padded = 0
         bar = tqdm(total=len(texts), desc=desc, unit="text", disable=not progress)
         for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
+            rows_at = order[start:start + batch_size]
+            chunk = [texts[j] for j in rows_at]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, return_offsets_mapping=use_offsets)
             offsets = enc.pop("offset_mapping", None)
             mask = enc["attention_mask"]
+            real += int(mask.sum())
+            padded += mask.numel()
             grabbed.clear()
             kwargs: dict[str, Any] = {"input_ids": enc["input_ids"].to(device), "attention_mask": mask.to(device),
                                       "use_cache": False}
@@ -114,21 +122,24 @@ def capture(
                 pass
             if len(grabbed) != n_layers:
                 raise DataError(f"captured {len(grabbed)} of {n_layers} layers; a hook did not fire")
+            dest = torch.tensor(rows_at)
             if read == "last":
                 idx = last_real_index(mask)
                 rows = torch.arange(len(chunk))
                 for i in range(n_layers):
                     h = grabbed[i].detach().to("cpu", torch.float32)
-                    out[start:start + len(chunk), i] = h[rows, idx]
+                    out[dest, i] = h[rows, idx]
             else:
-                sel = _answer_mask(tokenizer, chunk, mask, offsets, answer_starts[start:start + len(chunk)])
+                sel = _answer_mask(tokenizer, chunk, mask, offsets, [answer_starts[j] for j in rows_at])
                 w = sel.to(torch.float32)
                 w = w / w.sum(dim=1, keepdim=True)
                 for i in range(n_layers):
                     h = grabbed[i].detach().to("cpu", torch.float32)
-                    out[start:start + len(chunk), i] = torch.einsum("bt,btd->bd", w, h)
+                    out[dest, i] = torch.einsum("bt,btd->bd", w, h)
             bar.update(len(chunk))
         bar.close()
+        logger.info("activations: %d texts in %d passes, %d real tokens of %d positions (%.0f%% padding)",
+                    len(texts), -(-len(texts) // batch_size), real, padded, 100 * (1 - real / max(1, padded)))
     finally:
         for h in handles:
             h.remove()
