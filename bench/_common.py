@@ -204,13 +204,34 @@ def quantile(values: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Distribution-free confidence interval for the median: order statistics [x_(k), x_(n−k+1)]
+    with the largest k whose binomial coverage 1 − 2·P(Bin(n, ½) < k) is still ≥ level. Returns
+    (lo, hi, coverage); below n = 6 no pair reaches 95% and [min, max] comes with its own coverage."""
+    xs = sorted(values)
+    n = len(xs)
+    if n == 0:
+        return math.nan, math.nan, math.nan
+
+    def coverage(k: int) -> float:
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return xs[k - 1], xs[n - k], coverage(k)
+
+
 def summary(values: Sequence[float]) -> dict[str, float]:
     """Median with its spread: interquartile range and min–max over the repeats."""
     vals = [float(v) for v in values if v is not None and math.isfinite(v)]
     if not vals:
-        return {"n": 0, "median": math.nan, "q25": math.nan, "q75": math.nan, "min": math.nan, "max": math.nan}
+        return {"n": 0, "median": math.nan, "q25": math.nan, "q75": math.nan, "min": math.nan, "max": math.nan,
+                "ci_lo": math.nan, "ci_hi": math.nan, "ci_level": math.nan}
+    lo, hi, cov = median_ci(vals)
     return {"n": len(vals), "median": statistics.median(vals), "q25": quantile(vals, 0.25),
-            "q75": quantile(vals, 0.75), "min": min(vals), "max": max(vals)}
+            "q75": quantile(vals, 0.75), "min": min(vals), "max": max(vals),
+            "ci_lo": lo, "ci_hi": hi, "ci_level": cov}
 
 
 def rnd(x: Any, nd: int = 4) -> Any:

@@ -4,8 +4,9 @@ One process, one model object shared by an `HFLM` and an `AlignEZHFLM` (its hook
 only inside its own calls, so the HFLM runs the plain model), the same prompts and requests.
 Runs are interleaved pairwise (hf, alignez / alignez, hf alternately; configurations shuffled per
 repeat) so that load drift on a shared machine hits both sides alike; the figure reported is the
-median over repeats of the paired wall-time ratio alignez/hf, with its IQR and min–max, and the
-peak memory of each side.
+median over repeats of the paired time ratio alignez/hf, with its IQR and min–max, and the
+peak memory of each side. On CPU the ratio divides process CPU times (`--clock cpu`): a shared VM's
+steal time lands in wall time at random and swamps a 3% effect; the wall ratio is reported beside it.
 
 Workloads: generate_until at batch 1 and 8 (greedy, exactly --max-gen-toks new tokens: the stop
 string never occurs and min_new_tokens holds EOS back, so an edit that changes the text cannot
@@ -53,7 +54,7 @@ class Workload:
 
 @dataclass(frozen=True)
 class EditSetting:
-    layers: str  # all | auto
+    layers: str  # all | auto | off (edit=none: the A/A control, hf against hf through our wrapper)
     k: int
     positions: str  # last | all
     gate: str  # none | paper
@@ -64,28 +65,39 @@ class EditSetting:
         return f"layers={self.layers},k={self.k},positions={self.positions},gate={self.gate}"
 
 
+# The A/A control: alignez-hf with edit=none calls straight through to HFLM, so its ratio to hf is
+# the machine's noise floor (plus our wrapper's cost, which should be nil) under the same pairing.
+AA = EditSetting("off", 0, "last", "none")
+
+
+CLOCKS = {"cpu": "process CPU time", "wall": "wall time"}
+
+
 def grid(name: str) -> list[EditSetting]:
-    """full: every layers × k × positions (gate none for layers=all: the hooks alone; gate paper
-    for auto, the v2 default) plus the paper gate on all layers (17 points); bench: the target rows
-    (layers=all, k = 1, 4, 16, 64) plus positions=all, the gate pre-pass and auto at k=16 (7);
-    core: 6 points; min: the k=16 hooks and the v2 default (auto) only; quick: for smoke tests."""
+    """Every grid carries the A/A control (edit=none). full: every layers × k × positions (gate
+    none for layers=all: the hooks alone; gate paper for auto, the v2 default) plus the paper gate
+    on all layers (18 points); target: the rows the target is judged on (layers=all, k = 1, 4, 16,
+    positions last, and k=16 positions=all); bench: target + the v2 default (auto, paper gate);
+    core: 7 points; min: the k=16 hooks and the v2 default; quick: for smoke tests."""
+    target = [EditSetting("all", k, "last", "none") for k in (1, 4, 16)] + [EditSetting("all", 16, "all", "none")]
+    auto = EditSetting("auto", 16, "last", "paper")
     if name == "full":
         out = [EditSetting(layers, k, pos, "none" if layers == "all" else "paper")
                for layers in ("all", "auto") for k in (1, 4, 16, 64) for pos in ("last", "all")]
-        return out + [EditSetting("all", 16, "last", "paper")]
+        return out + [EditSetting("all", 16, "last", "paper"), AA]
+    if name == "target":
+        return [*target, AA]
     if name == "bench":
-        return [EditSetting("all", k, "last", "none") for k in (1, 4, 16, 64)] + [
-            EditSetting("all", 16, "all", "none"), EditSetting("all", 16, "last", "paper"),
-            EditSetting("auto", 16, "last", "paper")]
+        return [*target, auto, AA]
     if name == "core":
         return [EditSetting("all", 1, "last", "none"), EditSetting("all", 16, "last", "none"),
                 EditSetting("all", 64, "last", "none"), EditSetting("all", 16, "all", "none"),
-                EditSetting("all", 16, "last", "paper"), EditSetting("auto", 16, "last", "paper")]
+                EditSetting("all", 16, "last", "paper"), auto, AA]
     if name == "min":
-        return [EditSetting("all", 16, "last", "none"), EditSetting("auto", 16, "last", "paper")]
+        return [EditSetting("all", 16, "last", "none"), auto, AA]
     if name == "quick":
-        return [EditSetting("all", 4, "last", "none"), EditSetting("auto", 4, "all", "paper", n_layers=2)]
-    raise SystemExit(f"unknown grid {name!r}; choose full, bench, core, min or quick")
+        return [EditSetting("all", 4, "last", "none"), EditSetting("auto", 4, "all", "paper", n_layers=2), AA]
+    raise SystemExit(f"unknown grid {name!r}; choose full, target, bench, core, min or quick")
 
 
 def make_requests(workload: Workload, prompts: list[str], max_gen_toks: int) -> list[Any]:
@@ -126,7 +138,7 @@ def bench_model(name: str, settings: list[EditSetting], workloads: list[Workload
     az = AlignEZHFLM(pretrained=model, tokenizer=tok, batch_size=8, edit="none")
     assert hf.model is az.model, "both sides must run the very same weights"
     edits = {k: random_edit(model, k_harm=k, k_help=k, seed=1000 + k, gate="none", n_layers=5)
-             for k in sorted({s.k for s in settings})}
+             for k in sorted({s.k for s in settings if s.layers != AA.layers})}
     prompts = [p["instruction"] for p in C.load_prompts()]
     requests = {w.name: make_requests(w, prompts, args.max_gen_toks) for w in workloads}
 
@@ -134,13 +146,16 @@ def bench_model(name: str, settings: list[EditSetting], workloads: list[Workload
         gc.collect()
         C.sync(args.device)
         with mem.measure() as sample:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = run_workload(lm, w, requests[w.name])
             C.sync(args.device)
-            dt = time.perf_counter() - t0
-        return dt, sample[0], out
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        return (dc if args.clock == "cpu" else dt), dt, sample[0], out
 
     def configure(s: EditSetting) -> None:
+        if s.layers == AA.layers:
+            az.set_edit(edit="none")
+            return
         az.set_edit(edit=edits[s.k], layers=s.layers, positions=s.positions, gate=s.gate, n_layers=s.n_layers)
 
     # Warm-up (first-call costs: allocator, kernels, tokenizer caches), not recorded.
@@ -158,13 +173,15 @@ def bench_model(name: str, settings: list[EditSetting], workloads: list[Workload
             random.Random(args.seed * 7919 + r * 31 + len(w.name)).shuffle(order)
             for j, s in enumerate(order):
                 configure(s)
-                rec = rows.setdefault((w.name, s), {"hf": [], "az": [], "mem_hf": [], "mem_az": [], "effect": []})
+                rec = rows.setdefault((w.name, s), {"hf": [], "az": [], "wall_hf": [], "wall_az": [], "mem_hf": [],
+                                                    "mem_az": [], "effect": []})
                 first_hf = (r + j) % 2 == 0
                 sides = [("hf", hf), ("az", az)] if first_hf else [("az", az), ("hf", hf)]
                 outs: dict[str, list[Any]] = {}
                 for side, lm in sides:
-                    dt, ms, out = timed(lm, w)
+                    dt, wall, ms, out = timed(lm, w)
                     rec[side].append(dt)
+                    rec["wall_" + side].append(wall)
                     rec["mem_" + side].append(ms)
                     outs[side] = out
                 rec["effect"].append(edit_effect(w, outs["hf"], outs["az"]))
@@ -176,6 +193,7 @@ def bench_model(name: str, settings: list[EditSetting], workloads: list[Workload
     for wname, s in [(w.name, s) for w in workloads for s in settings]:
         rec = rows[(wname, s)]
         ratios = [a / h for a, h in zip(rec["az"], rec["hf"], strict=True) if h > 0]
+        wall_ratios = [a / h for a, h in zip(rec["wall_az"], rec["wall_hf"], strict=True) if h > 0]
         peak_hf = [m.peak_bytes for m in rec["mem_hf"] if m.peak_bytes is not None]
         peak_az = [m.peak_bytes for m in rec["mem_az"] if m.peak_bytes is not None]
         extra_hf = [m.peak_bytes - m.base_bytes for m in rec["mem_hf"] if m.peak_bytes is not None and m.base_bytes is not None]
@@ -188,7 +206,7 @@ def bench_model(name: str, settings: list[EditSetting], workloads: list[Workload
             "model": meta["name"], "workload": wname, "request": wl.request, "batch": wl.batch,
             "layers": s.layers, "k": s.k, "positions": s.positions, "gate": s.gate,
             "n_layers": s.n_layers if s.layers == "auto" else None,
-            "ratio": C.rnd(C.summary(ratios)),
+            "ratio": C.rnd(C.summary(ratios)), "ratio_wall": C.rnd(C.summary(wall_ratios)),
             "hf_s": C.rnd(C.summary(rec["hf"])), "alignez_s": C.rnd(C.summary(rec["az"])),
             "peak_hf_mib": C.rnd(med_peak_hf, 1), "peak_alignez_mib": C.rnd(med_peak_az, 1),
             "peak_ratio": C.rnd(med_peak_az / med_peak_hf if med_peak_hf and math.isfinite(med_peak_hf) else math.nan),
@@ -201,17 +219,28 @@ def bench_model(name: str, settings: list[EditSetting], workloads: list[Workload
 
 
 def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Ratio ≤ 1.03 on every layers=all (no gate) row with k ≤ 16, per workload; peak ≤ +5% on all rows."""
+    """Ratio ≤ 1.03 on every layers=all (no gate) row with k ≤ 16, per workload; peak ≤ +5% on all rows.
+
+    `conclusive` says whether the median's confidence interval settles it: every in-target row's
+    interval below the target (met), or some row's interval wholly above it (missed). The A/A
+    row's interval is the noise floor the verdict is read against."""
     out: dict[str, Any] = {}
     for wname in dict.fromkeys(r["workload"] for r in rows):
         inr = [r for r in rows if r["workload"] == wname and r["in_target"]]
         if not inr:
             continue
         worst = max(inr, key=lambda r: r["ratio"]["median"])
+        met = all(r["ratio"]["median"] <= TARGET_RATIO for r in inr)
+        ci_hi = [r["ratio"].get("ci_hi", math.nan) for r in inr]
+        ci_lo = [r["ratio"].get("ci_lo", math.nan) for r in inr]
+        conclusive = all(h <= TARGET_RATIO for h in ci_hi) if met else any(lo > TARGET_RATIO for lo in ci_lo)
+        aa = next((r for r in rows if r["workload"] == wname and r["layers"] == AA.layers), None)
         out[f"time_{wname}"] = {
             "target": f"median ratio <= {TARGET_RATIO} (layers=all, gate=none, k <= {TARGET_K})",
             "worst": worst["ratio"]["median"], "worst_setting": _setting(worst),
-            "met": all(r["ratio"]["median"] <= TARGET_RATIO for r in inr),
+            "worst_ci": [worst["ratio"].get("ci_lo"), worst["ratio"].get("ci_hi")],
+            "met": met, "conclusive": conclusive,
+            "aa": None if aa is None else {k: aa["ratio"].get(k) for k in ("median", "ci_lo", "ci_hi")},
         }
     peaks = [r for r in rows if r["peak_ratio"] is not None and math.isfinite(r["peak_ratio"])]
     if peaks:
@@ -239,7 +268,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"exactly {s['max_gen_toks']} new tokens, prompts from tasks/data/embedded_prompts.jsonl "
         f"({workloads}). "
         "k = directions per basis (k in Θ_help and k in Θ_harm), random orthonormal, α = 1. "
-        "Ratio = alignez/hf wall time, paired per repeat: median [IQR] (min–max). Peak memory: "
+        f"Ratio = alignez/hf {CLOCKS[s.get('clock', 'wall')]}, paired per repeat: median [IQR] (min–max); "
+        "the wall-clock ratio's median is listed beside it. Peak memory: "
         f"{s['memory_kind']} (median over repeats; whole process, so weights included), and the "
         "increase over the memory in use just before the call (extra).", "",
     ]
@@ -248,25 +278,54 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += [f"## {meta['name']} ({meta['model_type']}, {meta['num_layers']} layers, d={meta['hidden_size']}, "
                   f"{meta['params_m']}M params, {meta['dtype']})", ""]
         for key, t in m["targets"].items():
-            lines.append(f"- {'MET' if t['met'] else 'MISSED'} — {key}: {t['target']}; worst {t['worst']:.3f} "
-                         f"({t['worst_setting']})")
+            lines.append(f"- {verdict(t)} — {key}: {t['target']}; worst {t['worst']:.3f} {ci_text(t)} "
+                         f"({t['worst_setting']}){aa_text(t)}")
         lines.append("")
-        header = ["workload", "layers", "k", "positions", "gate", "ratio median [IQR] (min–max)", "hf s", "alignez s",
+        header = ["workload", "layers", "k", "positions", "gate", "ratio median [IQR] (min–max)", "95% CI", "wall ratio",
+                  "hf s", "alignez s",
                   "peak hf MiB", "peak alignez MiB", "peak ratio", "extra hf/alignez MiB", "edit effect"]
         body = []
         for r in m["rows"]:
             q = r["ratio"]
             body.append([
-                r["workload"], r["layers"] + (f" (top {r['n_layers']})" if r["n_layers"] else ""), r["k"],
+                r["workload"], row_layers(r), r["k"] if r["layers"] != AA.layers else "–",
                 r["positions"], r["gate"],
                 f"**{q['median']:.3f}** [{q['q25']:.3f}, {q['q75']:.3f}] ({q['min']:.3f}–{q['max']:.3f})",
+                f"{q['ci_lo']:.3f}–{q['ci_hi']:.3f}" if q.get("ci_lo") is not None else "–",
+                f"{r['ratio_wall']['median']:.3f}" if r.get("ratio_wall") else "–",
                 r["hf_s"]["median"], r["alignez_s"]["median"], r["peak_hf_mib"], r["peak_alignez_mib"],
                 r["peak_ratio"], f"{_num(r['extra_hf_mib'])} / {_num(r['extra_alignez_mib'])}", r["edit_effect"],
             ])
         lines += [C.md_table(header, body), ""]
     lines += ["Edit effect: share of generations that differ from hf (generate_until) or the largest "
-              "|Δ loglikelihood| (loglikelihood) — evidence the hooks were live.", ""]
+              "|Δ loglikelihood| (loglikelihood) — evidence the hooks were live. 95% CI: distribution-free "
+              "interval of the median (order statistics; with fewer than 6 repeats it is min–max at its own, "
+              "lower coverage). A verdict is *within noise* when that interval straddles the target; the "
+              "edit=none (A/A) row is the same pairing with no edit, i.e. this machine's noise floor.", ""]
     return "\n".join(lines)
+
+
+def verdict(t: dict[str, Any]) -> str:
+    word = "MET" if t["met"] else "MISSED"
+    return word if t.get("conclusive", True) else f"{word} (within noise)"
+
+
+def ci_text(t: dict[str, Any]) -> str:
+    lo, hi = (t.get("worst_ci") or [None, None])[:2]
+    return "" if lo is None or hi is None else f"(CI {lo:.3f}–{hi:.3f})"
+
+
+def aa_text(t: dict[str, Any]) -> str:
+    aa = t.get("aa")
+    if not aa or aa.get("median") is None:
+        return ""
+    return f"; A/A control {aa['median']:.3f} (CI {aa['ci_lo']:.3f}–{aa['ci_hi']:.3f})"
+
+
+def row_layers(r: dict[str, Any]) -> str:
+    if r["layers"] == AA.layers:
+        return "edit=none (A/A)"
+    return r["layers"] + (f" (top {r['n_layers']})" if r["n_layers"] else "")
 
 
 def _num(x: Any) -> str:
@@ -278,8 +337,8 @@ def csv_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     for m in report["models"]:
         for r in m["rows"]:
             flat = {k: v for k, v in r.items() if not isinstance(v, dict)}
-            for key in ("ratio", "hf_s", "alignez_s"):
-                for stat, v in r[key].items():
+            for key in ("ratio", "ratio_wall", "hf_s", "alignez_s"):
+                for stat, v in r.get(key, {}).items():
                     flat[f"{key}_{stat}"] = v
             flat["dtype"] = m["model"]["dtype"]
             flat["device"] = m["model"]["device"]
@@ -300,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default=None, help="float32 (CPU default) | bfloat16 (CUDA default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default=None,
+                    help="what the ratio divides: cpu = process CPU time (CPU default: on a shared VM it leaves out "
+                    "time the hypervisor gave to other tenants, which wall time counts as noise), wall = elapsed "
+                    "time (CUDA default; CPU time would miss the GPU's work). Both are recorded.")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=C.DEFAULT_OUT)
     ap.add_argument("--tag", default=None, help="report file stem suffix (default: the device type)")
@@ -318,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(grids) != len(models):
         raise SystemExit("--grid: give one grid, or one per --model")
     args.dtype = C.DTYPES[args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")]
+    args.clock = args.clock or ("wall" if args.device.startswith("cuda") else "cpu")
     C.set_threads(args.threads)
     workloads = [Workload("gen_b1", "generate_until", 1, args.prompts_b1),
                  Workload("gen_b8", "generate_until", 8, args.prompts_b8),
@@ -333,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "bench": "overhead", "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": C.command_line(),
         "machine": machine, "wall_s": round(time.perf_counter() - t0, 1),
-        "settings": {"dtype": args.dtype, "device": args.device, "repeats": args.repeats,
+        "settings": {"dtype": args.dtype, "device": args.device, "repeats": args.repeats, "clock": args.clock,
                      "max_gen_toks": args.max_gen_toks, "workloads": [asdict(w) for w in workloads],
                      "memory_kind": mem.kind, "seed": args.seed, "continuation": CONTINUATION,
                      "targets": {"ratio": TARGET_RATIO, "k_max": TARGET_K, "peak_ratio": TARGET_MEM}},
@@ -346,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     C.atomic_write(args.out / f"{stem}.md", to_markdown(report))
     for m in results:
         for key, t in m["targets"].items():
-            logger.info("%s %s: %s (worst %.3f, %s)", m["model"]["name"], key, "met" if t["met"] else "MISSED",
-                        t["worst"], t["worst_setting"])
+            logger.info("%s %s: %s (worst %.3f %s, %s)%s", m["model"]["name"], key, verdict(t), t["worst"],
+                        ci_text(t), t["worst_setting"], aa_text(t))
     logger.info("wrote %s.{json,csv,md} in %.0fs", args.out / stem, report["wall_s"])
     return 0
 

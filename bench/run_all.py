@@ -1,8 +1,9 @@
 """Run the CPU benchmark set (`make bench`) and rewrite reports/bench/README.md from the results.
 
 Each benchmark runs in its own process (one model in memory at a time, its own peak RSS), one after
-the other: overhead.py (SmolLM2-135M-Instruct full grid, gemma-3-270m core grid), fit_cost.py (32
-and 128 queries) and judge_throughput.py. The README is then rebuilt from every
+the other: overhead.py (SmolLM2-135M-Instruct bench grid, gemma-3-270m min grid; `--long` adds the
+15-repeat target rows and the full grid), fit_cost.py (32 queries; `--long`: 128) and
+judge_throughput.py. The README is then rebuilt from every
 reports/bench/*.json present (a GPU report from bench/gpu.sh included); text between the
 `<!-- notes -->` markers is kept as written.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
+import overhead as O
 
 logger = logging.getLogger("bench.run_all")
 
@@ -36,14 +38,17 @@ NOTES_START, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
 THREADS = ["--threads", "1"]
 CPU_SET: dict[str, list[str]] = {
     "overhead": ["overhead.py", "--model", "smollm2-135m-instruct", "--grid", "bench",
-                 "--model", "gemma-3-270m", "--grid", "min", "--repeats", "3", "--max-gen-toks", "16", *THREADS],
+                 "--model", "gemma-3-270m", "--grid", "min", "--repeats", "5", "--max-gen-toks", "16", *THREADS],
     "fit": ["fit_cost.py", "--model", "smollm2-135m-instruct", "--queries", "32", "--char-tokens", "50",
             "--answer-tokens", "200", *THREADS],
     "judge": ["judge_throughput.py", "--hf-model", "smollm2-135m-instruct", "--concurrency", "1", "8", "32",
               "--latency", "0.1", *THREADS],
 }
-# The long set (`--long`, ~35-60 min here): the full overhead grid and the 128-query fit.
+# The long set (`--long`, ~50-75 min here): the target rows with 15 repeats (a 95% interval of the
+# median narrow enough to read a 3% target on this noisy VM), the full grid, the 128-query fit.
 LONG_SET: dict[str, list[str]] = {
+    "overhead_target": ["overhead.py", "--model", "smollm2-135m-instruct", "--grid", "target", "--repeats", "15",
+                        "--max-gen-toks", "16", "--tag", "cpu_target", *THREADS],
     "overhead_full": ["overhead.py", "--model", "smollm2-135m-instruct", "--grid", "full", "--repeats", "3",
                       "--max-gen-toks", "16", "--tag", "cpu_full", *THREADS],
     "fit_128": ["fit_cost.py", "--model", "smollm2-135m-instruct", "--queries", "128", "--char-tokens", "50",
@@ -90,15 +95,17 @@ def overhead_section(rep: dict[str, Any], title: str) -> list[str]:
         lines.append(f"**{meta['name']}** ({meta['dtype']}, grid {m.get('grid')}):")
         lines.append("")
         for key, t in m["targets"].items():
-            lines.append(f"- {key}: {_verdict(t['met'])} — {t['target']}; worst {t['worst']:.3f} ({t['worst_setting']})")
+            lines.append(f"- {key}: {_verdict(t['met'])}{'' if t.get('conclusive', True) else ' (within noise)'} — "
+                         f"{t['target']}; worst {t['worst']:.3f} {O.ci_text(t)} ({t['worst_setting']}){O.aa_text(t)}")
         lines.append("")
         rows = []
         for r in m["rows"]:
             q = r["ratio"]
-            rows.append([r["workload"], r["layers"], r["k"], r["positions"], r["gate"],
-                         f"{q['median']:.3f} [{q['q25']:.3f}–{q['q75']:.3f}]", _fmt(r["peak_ratio"])])
-        lines += [C.md_table(["workload", "layers", "k", "positions", "gate", "time ratio median [IQR]", "peak ratio"],
-                             rows), ""]
+            ci = f"{q['ci_lo']:.3f}–{q['ci_hi']:.3f}" if q.get("ci_lo") is not None else "–"
+            rows.append([r["workload"], O.row_layers(r), r["k"] if r["layers"] != O.AA.layers else "–", r["positions"],
+                         r["gate"], f"{q['median']:.3f} [{q['q25']:.3f}–{q['q75']:.3f}]", ci, _fmt(r["peak_ratio"])])
+        lines += [C.md_table(["workload", "layers", "k", "positions", "gate", "time ratio median [IQR]", "95% CI",
+                              "peak ratio"], rows), ""]
     return lines
 
 
@@ -176,7 +183,8 @@ def build_readme(out: Path, run_info: dict[str, Any] | None) -> str:
             for key, t in m["targets"].items():
                 tgt_rows.append([f"overhead {key} ({where}, {m['model']['name']}, {m['model']['dtype']}, "
                                  f"{rep['machine'].get('torch_threads')} thr, grid {m.get('grid')})", t["target"],
-                                 f"{t['worst']:.3f} ({t['worst_setting']})", "met" if t["met"] else "MISSED"])
+                                 f"{t['worst']:.3f} {O.ci_text(t)} ({t['worst_setting']}){O.aa_text(t)}",
+                                 O.verdict(t)])
     for fit in fits:
         for r in fit["runs"]:
             tgt_rows.append([f"fit {r['queries']} queries ({fit['model']['name']})", "after generation ≤ 10% of fit",

@@ -75,22 +75,48 @@ def test_grids_and_target_verdicts() -> None:
     import overhead as O
 
     full = O.grid("full")
-    assert len(full) == len(set(full)) == 17
+    assert len(full) == len(set(full)) == 18
     assert {(s.layers, s.k, s.positions) for s in full} >= {
         (layers, k, pos) for layers in ("all", "auto") for k in (1, 4, 16, 64) for pos in ("last", "all")}
-    assert set(O.grid("bench")) <= set(full) and set(O.grid("min")) <= set(O.grid("bench"))
+    assert set(O.grid("target")) <= set(O.grid("bench")) <= set(full) and set(O.grid("min")) <= set(O.grid("bench"))
+    assert all(O.AA in O.grid(g) for g in ("full", "target", "bench", "core", "min", "quick"))
+    # the target grid holds every in-target setting of the full grid (layers=all, gate=none, k <= 16)
+    in_full = {s for s in full if s.layers == "all" and s.gate == "none" and s.k <= O.TARGET_K}
+    assert {s for s in O.grid("target") if s != O.AA} == {s for s in in_full if s.positions == "last" or s.k == 16}
 
-    def row(wl: str, k: int, ratio: float, peak: float, layers: str = "all", gate: str = "none") -> dict:
+    def row(wl: str, k: int, ratio: float, peak: float, layers: str = "all", gate: str = "none",
+            ci: tuple[float, float] = (0.9, 1.1)) -> dict:
         return {"workload": wl, "layers": layers, "k": k, "positions": "last", "gate": gate,
-                "ratio": {"median": ratio}, "peak_ratio": peak,
+                "ratio": {"median": ratio, "ci_lo": ci[0], "ci_hi": ci[1]}, "peak_ratio": peak,
                 "in_target": layers == "all" and gate == "none" and k <= O.TARGET_K}
 
-    rows = [row("gen_b1", 1, 1.01, 1.0), row("gen_b1", 16, 1.029, 1.01), row("gen_b1", 64, 1.5, 1.0),
-            row("ll_b8", 16, 1.031, 1.0), row("ll_b8", 16, 1.9, 1.06, layers="auto", gate="paper")]
+    rows = [row("gen_b1", 1, 1.01, 1.0, ci=(1.0, 1.02)), row("gen_b1", 16, 1.029, 1.01, ci=(1.02, 1.03)),
+            row("gen_b1", 64, 1.5, 1.0), row("gen_b1", 0, 1.001, 1.0, layers="off"),
+            row("ll_b8", 16, 1.031, 1.0), row("ll_b8", 16, 1.9, 1.06, layers="auto", gate="paper"),
+            row("gen_b8", 4, 1.2, 1.0, ci=(1.1, 1.3))]
     t = O.targets(rows)
-    assert t["time_gen_b1"]["met"] and t["time_gen_b1"]["worst"] == 1.029  # k=64 is outside the target
-    assert not t["time_ll_b8"]["met"] and t["time_ll_b8"]["worst"] == 1.031  # auto is outside it too
+    g1 = t["time_gen_b1"]
+    assert g1["met"] and g1["worst"] == 1.029 and g1["conclusive"]  # k=64 and the A/A row are outside it
+    assert g1["aa"]["median"] == 1.001 and O.verdict(g1) == "MET"
+    ll = t["time_ll_b8"]
+    assert not ll["met"] and ll["worst"] == 1.031 and not ll["conclusive"]  # auto is outside it; CI straddles
+    assert O.verdict(ll) == "MISSED (within noise)" and ll["aa"] is None
+    assert not t["time_gen_b8"]["met"] and t["time_gen_b8"]["conclusive"]  # interval wholly above 1.03
     assert not t["memory"]["met"] and t["memory"]["worst"] == 1.06  # memory counts every row
+
+
+def test_median_interval_is_distribution_free() -> None:
+    import _common as C
+
+    lo, hi, cov = C.median_ci(list(range(15)))
+    assert (lo, hi) == (3, 11) and cov == pytest.approx(0.9648, abs=1e-4)  # binomial(15, 1/2) order statistics
+    assert C.median_ci([5.0, 1.0, 3.0, 2.0, 4.0]) == (1.0, 5.0, 0.9375)  # n < 6: min–max at its own coverage
+    # coverage is real: over many samples of a known median, the 15-point interval covers it ≥ 95%
+    import random
+
+    rng = random.Random(0)
+    hits = sum(lo <= 0 <= hi for lo, hi, _ in (C.median_ci([rng.gauss(0, 1) for _ in range(15)]) for _ in range(2000)))
+    assert hits / 2000 > 0.95
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,15 +129,17 @@ def test_overhead_quick(tiny_dir, tmp_path: Path) -> None:
     (model,) = rep["models"]
     rows = model["rows"]
     assert {(r["workload"], r["layers"]) for r in rows} == {
-        (w, layers) for w in ("gen_b1", "gen_b8", "ll_b8") for layers in ("all", "auto")}
+        (w, layers) for w in ("gen_b1", "gen_b8", "ll_b8") for layers in ("all", "auto", "off")}
     for r in rows:
         q = r["ratio"]
         assert q["n"] == 2 and all(_pos(q[k]) for k in ("median", "q25", "q75", "min", "max"))
         assert q["min"] <= q["q25"] <= q["median"] <= q["q75"] <= q["max"]
         assert _pos(r["hf_s"]["median"]) and _pos(r["alignez_s"]["median"])
         assert _pos(r["peak_ratio"]) and _pos(r["peak_hf_mib"])
+        assert q["ci_lo"] <= q["median"] <= q["ci_hi"]
         if r["request"] == "loglikelihood":
-            assert r["edit_effect"] > 0  # the hooks really changed the model's output
+            # the hooks really changed the model's output, and edit=none (A/A) changed nothing
+            assert (r["edit_effect"] > 0) == (r["layers"] != "off")
     assert set(model["targets"]) == {"time_gen_b1", "time_gen_b8", "time_ll_b8", "memory"}
     assert all(isinstance(t["met"], bool) and _pos(t["worst"]) for t in model["targets"].values())
     with open(tmp_path / "overhead_cpu.csv", newline="") as fh:
