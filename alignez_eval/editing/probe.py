@@ -1,4 +1,4 @@
-"""Per-layer linear probe separating helpful from harmful embeddings (L2 logistic regression, torch).
+"""Per-layer linear probe separating helpful from harmful embeddings (L2 logistic regression, Newton, torch).
 
 Used to rank layers (`layers=probe:K`), as ITI's direction, and as a "when does it work" diagnostic.
 Held-out accuracy is cross-validated over *pairs*: both answers of a query fall in the same fold, so
@@ -20,7 +20,7 @@ class ProbeResult:
     folds: int
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, max_iter: int = 200) -> tuple[torch.Tensor, float]:
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, max_iter: int = 100) -> tuple[torch.Tensor, float]:
     """Weights (d,) and bias minimising mean BCE + l2/2·‖w‖² on standardised features, mapped back to
     the original space (w / σ) so the direction is meaningful for steering."""
     x = x.to(torch.float64)
@@ -35,23 +35,47 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-2, max_iter: i
         _, sv, vt = torch.linalg.svd(z, full_matrices=False)
         basis = vt[sv > sv.max() * 1e-10].T  # (d, r), orthonormal columns
         z = z @ basis
-    w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9,
-                            tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, y) + 0.5 * l2 * (w @ w)
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    w_full = w.detach() if basis is None else basis @ w.detach()
+    w, b = _newton_logistic(z, y, l2, max_iter)
+    w_full = w if basis is None else basis @ w
     w_orig = w_full / sd
-    b_orig = float(b.detach() - (w_full * mu / sd).sum())
+    b_orig = float(b - (w_full * mu / sd).sum())
     return w_orig, b_orig
+
+
+def _objective(z: torch.Tensor, y: torch.Tensor, l2: float, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    t = z @ w + b
+    return torch.nn.functional.softplus(t).sub(y * t).mean() + 0.5 * l2 * (w @ w)
+
+
+def _newton_logistic(
+    z: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int, tol: float = 1e-10
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Damped Newton on mean BCE + l2/2·‖w‖² (bias unpenalised). The problem is small (≤ n
+    dimensions after the span reduction) and strictly convex, so a handful of exact Newton steps
+    replace the hundreds of L-BFGS iterations a 30-layer × 6-fold probe used to spend."""
+    n, r = z.shape
+    a = torch.cat([z, torch.ones(n, 1, dtype=z.dtype)], dim=1)  # (n, r+1); last column: bias
+    reg = torch.full((r + 1,), l2, dtype=z.dtype)
+    reg[-1] = 0.0
+    p = torch.zeros(r + 1, dtype=z.dtype)
+    f = _objective(z, y, l2, p[:-1], p[-1])
+    for _ in range(max_iter):
+        s = torch.sigmoid(a @ p)
+        grad = a.T @ (s - y) / n + reg * p
+        if float(grad.abs().max()) < tol:
+            break
+        hess = (a.T * (s * (1 - s))) @ a / n + torch.diag(reg)
+        hess.diagonal().add_(1e-12)  # keeps the bias row solvable when every s saturates
+        step = torch.linalg.solve(hess, grad)
+        t = 1.0
+        while True:  # backtracking (Armijo): Newton's full step can overshoot far from the optimum
+            cand = p - t * step
+            fc = _objective(z, y, l2, cand[:-1], cand[-1])
+            if fc <= f - 1e-4 * t * float(grad @ step) or t < 1e-8:
+                break
+            t *= 0.5
+        p, f = cand, fc
+    return p[:-1], p[-1]
 
 
 def pair_folds(n_pairs: int, k: int, seed: int = 0) -> list[torch.Tensor]:
