@@ -384,14 +384,15 @@ def test_fused_update_equals_the_rule(k_harm: int, k_help: int, alpha: float) ->
     torch.testing.assert_close(got, x + rules.alignez_delta(x, harm, help_, alpha, gh, gp))
 
 
-def test_edit_under_autograd_builds_a_new_tensor_and_backpropagates() -> None:
+@pytest.mark.parametrize("positions", ["last", "all"])
+def test_edit_under_autograd_builds_a_new_tensor_and_backpropagates(positions: str) -> None:
     """With autograd on, the hook must not write into the component's output in place."""
     model, tok = make_model("llama")
     plan = prepare_plan(random_edit(model, k_harm=2, k_help=2, seed=5), EditConfig(alpha=2.0, layers="all"), model)
     enc = tok(["Human: How do I bake bread?"], return_tensors="pt")
-    with torch.no_grad(), edit_session(model, plan, GenerationPositions("all")):
+    with torch.no_grad(), edit_session(model, plan, GenerationPositions(positions)):
         ref = model(**enc).logits
-    with edit_session(model, plan, GenerationPositions("all")):
+    with edit_session(model, plan, GenerationPositions(positions)):
         out = model(**enc).logits
         out.float().pow(2).mean().backward()
     torch.testing.assert_close(out.detach(), ref)

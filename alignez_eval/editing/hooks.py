@@ -527,12 +527,11 @@ def _make_fused_hook(
         # Writing into the component's fresh output saves a copy; with autograd on, build a new one.
         inplace = not (torch.is_grad_enabled() and x.requires_grad)
         if where is LAST:
-            y = x if inplace else x.clone()
-            last = y[:, -1, :]
-            c = f.delta_coeffs(last)
+            c = f.delta_coeffs(x[:, -1, :])
             if g is not None:
                 c.mul_(g)
-            last.addmm_(c, f.theta_out)
+            y = x if inplace else x.clone()
+            y[:, -1, :].addmm_(c, f.theta_out)
         else:
             x2 = x.view(-1, d) if x.is_contiguous() else x.reshape(-1, d)
             n = x2.shape[0]
