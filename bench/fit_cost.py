@@ -49,10 +49,24 @@ def bench_queries(n: int) -> list[dict[str, str]]:
 class Instrument:
     """Wraps functions `run_fit` calls by module-level name, to time or count them."""
 
-    def __init__(self) -> None:
+    def __init__(self, model: Any = None) -> None:
         self.seconds: dict[str, float] = {}
         self.capture_calls: list[dict[str, int]] = []
         self._undo: list[tuple[Any, str, Any]] = []
+        self.model = model
+        # positions (batch × length, padding included) through the model, by kind of forward
+        self.positions = {"prefill": 0, "decode": 0, "activations": 0}
+        self._in_capture = False
+        self._handle: Any = None
+
+    def _count(self, _m: Any, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids")
+        if ids is None and args:
+            ids = args[0]
+        if ids is None or not hasattr(ids, "shape") or ids.dim() != 2:
+            return
+        kind = "activations" if self._in_capture else ("decode" if ids.shape[1] == 1 else "prefill")
+        self.positions[kind] += int(ids.numel())
 
     def _timed(self, module: Any, name: str, stage: str) -> None:
         orig = getattr(module, name)
@@ -75,9 +89,11 @@ class Instrument:
         def wrapper(model: Any, tokenizer: Any, texts: list[str], **kw: Any) -> Any:
             calls = [0]
             handle = model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+            self._in_capture = True
             try:
                 return orig(model, tokenizer, texts, **kw)
             finally:
+                self._in_capture = False
                 handle.remove()
                 bs = int(kw.get("batch_size", 16))
                 self.capture_calls.append({"texts": len(texts), "batch_size": bs, "forward_passes": calls[0],
@@ -92,11 +108,15 @@ class Instrument:
         self._timed(fit_mod, "cosine_keep", "filtering")
         self._timed(fit_mod, "model_fingerprint", "fingerprint")
         self._counted_capture(fit_mod)
+        if self.model is not None:
+            self._handle = self.model.register_forward_pre_hook(self._count, with_kwargs=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for module, name, orig in reversed(self._undo):
             setattr(module, name, orig)
+        if self._handle is not None:
+            self._handle.remove()
 
 
 def stage_table(timings: dict[str, float], extra: dict[str, float]) -> dict[str, float]:
@@ -123,7 +143,7 @@ def run_one(model: Any, tok: Any, n: int, args: argparse.Namespace) -> dict[str,
                            gen_batch_size=args.gen_batch_size, act_batch_size=args.act_batch_size,
                            min_pairs=args.min_pairs, cos_threshold=args.cos_threshold, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="bench-fit-") as cache:
-        with Instrument() as inst:
+        with Instrument(model) as inst:
             t0 = time.perf_counter()
             result = run_fit(model, tok, queries, settings, cache_dir=cache, progress=not args.no_progress)
             wall = time.perf_counter() - t0
@@ -145,6 +165,13 @@ def run_one(model: Any, tok: Any, n: int, args: argparse.Namespace) -> dict[str,
         "after_generation_share": round(after / stages["total"], 4) if stages["total"] > 0 else math.nan,
         "target_met": stages["total"] > 0 and after / stages["total"] <= TARGET_AFTER_GEN,
         "activation_capture": cap,
+        # Where the time goes per position: on CPU a decode position (batch × 1 token) costs several
+        # prefill positions, so the activation pass's share depends on that ratio, not on batching.
+        "positions": dict(inst.positions),
+        "ms_per_position": {
+            "generation": round(1e3 * gen / max(1, inst.positions["prefill"] + inst.positions["decode"]), 3),
+            "activations": round(1e3 * stages["activations"] / max(1, inst.positions["activations"]), 3),
+        },
         "activations_batched": bool(cap and cap["forward_passes"] == cap["expected_batched"]),
         "cache_hit_s": round(hit_s, 3),
         "cache_hit": bool(again.cache_hit),
@@ -188,6 +215,14 @@ def to_markdown(report: dict[str, Any]) -> str:
                      f"(expected {c.get('expected_batched')} for batch {c.get('batch_size')}): "
                      f"{'batched' if r['activations_batched'] else 'NOT batched as expected'}")
     lines.append("")
+    if all("positions" in r for r in report["runs"]):
+        lines.append("Positions through the model (batch × length, padding included) and time per position:")
+        for r in report["runs"]:
+            p, ms = r["positions"], r["ms_per_position"]
+            lines.append(f"- {r['queries']} queries: generation {p['prefill']} prefill + {p['decode']} decode positions, "
+                         f"{ms['generation']:.2f} ms each; activations {p['activations']} positions, "
+                         f"{ms['activations']:.2f} ms each")
+        lines.append("")
     lines.append("Cache hit (second identical call, no generation, no activations): " + ", ".join(
         f"{r['queries']} queries {r['cache_hit_s']:.2f} s" + ("" if r["cache_hit"] else " (NOT a hit)")
         for r in report["runs"]))

@@ -2,7 +2,7 @@
 # The edit-overhead benchmark on a CUDA GPU: bench/overhead.py in bf16 with the embedded models
 # (SmolLM2-135M-Instruct and gemma-3-270m, full grid each), then reports/bench/README.md rebuilt.
 # Writes reports/bench/overhead_gpu.{json,csv,md}; the GPU's name, memory and CUDA version are in
-# the report. About 4-7 minutes on one H100-class GPU (17 settings x 3 workloads x 4 repeats x 2 sides per
+# the report. About 4-7 minutes on one H100-class GPU (18 settings x 3 workloads x 4 repeats x 2 sides per
 # model); the models must be prepared already (ALIGNEZ_HOME pointing at a prepared cache) or
 # preparable offline (`alignez-eval models`), since the GPU machine may have no network.
 #

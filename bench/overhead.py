@@ -126,7 +126,7 @@ def edit_effect(workload: Workload, hf_out: list[Any], az_out: list[Any]) -> flo
 
 
 def bench_model(name: str, settings: list[EditSetting], workloads: list[Workload], args: argparse.Namespace,
-                mem: C.PeakMemory) -> dict[str, Any]:
+                mem: C.PeakMemory, repeats: int) -> dict[str, Any]:
     from lm_eval.models.huggingface import HFLM
     from tqdm.auto import tqdm
 
@@ -165,9 +165,9 @@ def bench_model(name: str, settings: list[EditSetting], workloads: list[Workload
         timed(az, w)
 
     rows: dict[tuple[str, EditSetting], dict[str, list[Any]]] = {}
-    total = len(workloads) * len(settings) * args.repeats
+    total = len(workloads) * len(settings) * repeats
     bar = tqdm(total=total, desc=f"overhead {meta['name']}", unit="pair", disable=args.no_progress)
-    for r in range(args.repeats):
+    for r in range(repeats):
         for w in workloads:
             order = list(settings)
             random.Random(args.seed * 7919 + r * 31 + len(w.name)).shuffle(order)
@@ -264,7 +264,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Edit overhead: `alignez-hf` vs lm-eval `hf` ({report['machine']['device']})", "",
         C.machine_md(report["machine"], report["command"]), "",
-        f"Settings: dtype {s['dtype']}, {s['repeats']} interleaved repeats per cell, greedy generation of "
+        f"Settings: dtype {s['dtype']}, {_repeats_text(report)} interleaved repeats per cell, greedy generation of "
         f"exactly {s['max_gen_toks']} new tokens, prompts from tasks/data/embedded_prompts.jsonl "
         f"({workloads}). "
         "k = directions per basis (k in Θ_help and k in Θ_harm), random orthonormal, α = 1. "
@@ -303,6 +303,11 @@ def to_markdown(report: dict[str, Any]) -> str:
               "lower coverage). A verdict is *within noise* when that interval straddles the target; the "
               "edit=none (A/A) row is the same pairing with no edit, i.e. this machine's noise floor.", ""]
     return "\n".join(lines)
+
+
+def _repeats_text(report: dict[str, Any]) -> str:
+    per = [f"{m['repeats']} ({m['model']['name']})" for m in report["models"] if "repeats" in m]
+    return ", ".join(per) if per else str(report["settings"]["repeats"])
 
 
 def verdict(t: dict[str, Any]) -> str:
@@ -352,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"default: {' '.join(DEFAULT_MODELS)}")
     ap.add_argument("--grid", action="append", help="full | bench | core | min | quick, once for all models or once "
                     "per --model (default: full for the first model, core for the others)")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, action="append",
+                    help="interleaved repeats per cell, once for all models or once per --model (default 5)")
     ap.add_argument("--max-gen-toks", type=int, default=16)
     ap.add_argument("--prompts-b1", type=int, default=1, help="prompts in the batch-1 generation workload")
     ap.add_argument("--prompts-b8", type=int, default=8, help="prompts in the batch-8 workloads")
@@ -372,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     C.setup_logging()
     if args.quick:
-        args.repeats, args.max_gen_toks, args.prompts_b1, args.prompts_b8 = 2, 4, 2, 4
+        args.repeats, args.max_gen_toks, args.prompts_b1, args.prompts_b8 = [2], 4, 2, 4
         args.grid = args.grid or ["quick"]
     models = args.model or DEFAULT_MODELS
     grids = args.grid or ["full"] + ["core"] * (len(models) - 1)
@@ -380,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         grids = grids * len(models)
     if len(grids) != len(models):
         raise SystemExit("--grid: give one grid, or one per --model")
+    repeats = args.repeats or [5]
+    if len(repeats) == 1:
+        repeats = repeats * len(models)
+    if len(repeats) != len(models) or min(repeats) < 1:
+        raise SystemExit("--repeats: give one positive count, or one per --model")
     args.dtype = C.DTYPES[args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")]
     args.clock = args.clock or ("wall" if args.device.startswith("cuda") else "cpu")
     C.set_threads(args.threads)
@@ -390,14 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     mem = C.PeakMemory(args.device)
     t0 = time.perf_counter()
     results = []
-    for name, g in zip(models, grids, strict=True):
-        logger.info("model %s, grid %s", name, g)
-        results.append(bench_model(name, grid(g), workloads, args, mem) | {"grid": g})
+    for name, g, n in zip(models, grids, repeats, strict=True):
+        logger.info("model %s, grid %s, %d repeats", name, g, n)
+        results.append(bench_model(name, grid(g), workloads, args, mem, n) | {"grid": g, "repeats": n})
     machine["loadavg_end"] = C.loadavg()
     report = {
         "bench": "overhead", "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": C.command_line(),
         "machine": machine, "wall_s": round(time.perf_counter() - t0, 1),
-        "settings": {"dtype": args.dtype, "device": args.device, "repeats": args.repeats, "clock": args.clock,
+        "settings": {"dtype": args.dtype, "device": args.device, "repeats": repeats, "clock": args.clock,
                      "max_gen_toks": args.max_gen_toks, "workloads": [asdict(w) for w in workloads],
                      "memory_kind": mem.kind, "seed": args.seed, "continuation": CONTINUATION,
                      "targets": {"ratio": TARGET_RATIO, "k_max": TARGET_K, "peak_ratio": TARGET_MEM}},

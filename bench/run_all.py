@@ -37,8 +37,8 @@ NOTES_START, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
 # make timings swing by as much (idle spinning at OpenMP barriers); 1 thread is slower but steady.
 THREADS = ["--threads", "1"]
 CPU_SET: dict[str, list[str]] = {
-    "overhead": ["overhead.py", "--model", "smollm2-135m-instruct", "--grid", "bench",
-                 "--model", "gemma-3-270m", "--grid", "min", "--repeats", "5", "--max-gen-toks", "16", *THREADS],
+    "overhead": ["overhead.py", "--model", "smollm2-135m-instruct", "--grid", "bench", "--repeats", "5",
+                 "--model", "gemma-3-270m", "--grid", "min", "--repeats", "3", "--max-gen-toks", "16", *THREADS],
     "fit": ["fit_cost.py", "--model", "smollm2-135m-instruct", "--queries", "32", "--char-tokens", "50",
             "--answer-tokens", "200", *THREADS],
     "judge": ["judge_throughput.py", "--hf-model", "smollm2-135m-instruct", "--concurrency", "1", "8", "32",
