@@ -18,7 +18,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -295,15 +294,10 @@ def load_prompts(n: int | None = None) -> list[dict[str, str]]:
 # writing reports
 # ---------------------------------------------------------------------------------------------
 def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """The package's one atomic writer (temp file in the same directory, fsync, os.replace)."""
+    from alignez_eval.atomic import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _json_default(obj: Any) -> Any:
