@@ -416,3 +416,15 @@ def test_prepass_stops_after_the_last_candidate_layer() -> None:
             h.remove()
     assert sorted(states) == [0, 1] and seen == []
     assert active_hook_count(model) == 0
+
+
+def test_fused_cast_is_made_once_per_dtype() -> None:
+    """Under autocast the hook sees bf16 outputs of an fp32 model: the basis is cast once, not per call."""
+    from alignez_eval.editing.hooks import FusedAlignEZ
+
+    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float32))
+    f = FusedAlignEZ.build(q[:2], q[2:4], 1.0)
+    x = torch.randn(3, 8, dtype=torch.bfloat16)
+    a, b = f.cast(x), f.cast(x)
+    assert a is b and a.theta_in.dtype == torch.bfloat16 and f.cast(x.float()) is f
+    torch.testing.assert_close(a.theta_out.float(), f.theta_out, atol=1e-2, rtol=1e-2)

@@ -437,6 +437,9 @@ class FusedAlignEZ:
     theta_in: torch.Tensor  # (k_harm + k_help, d)
     theta_out: torch.Tensor  # (k_harm + k_help, d)
     k_harm: int
+    # copies in other dtypes/devices (autocast hands the hook bf16 outputs of an fp32 model), made once
+    _casts: dict[tuple[torch.dtype, torch.device], FusedAlignEZ] = field(default_factory=dict, repr=False,
+                                                                         compare=False)
 
     @classmethod
     def build(cls, harm: torch.Tensor, help_: torch.Tensor, alpha: float) -> FusedAlignEZ:
@@ -453,7 +456,11 @@ class FusedAlignEZ:
     def cast(self, x: torch.Tensor) -> FusedAlignEZ:
         if self.theta_in.dtype == x.dtype and self.theta_in.device == x.device:
             return self
-        return FusedAlignEZ(self.theta_in.to(x), self.theta_out.to(x), self.k_harm)
+        key = (x.dtype, x.device)
+        got = self._casts.get(key)
+        if got is None:
+            got = self._casts[key] = FusedAlignEZ(self.theta_in.to(x), self.theta_out.to(x), self.k_harm)
+        return got
 
     def activate_(self, c: torch.Tensor, harm: torch.Tensor | None = None, help_: torch.Tensor | None = None) -> None:
         """In place on (N, k) raw coefficients; `harm`/`help_` are views of c's two column blocks
