@@ -320,27 +320,26 @@ class AlignEZHFLM(HFLM):
                 gates, cache = self._gates_and_prompt_cache(plan, context, attn, qpos)
                 if cache is not None:
                     generation_kwargs[_cache_kwarg(self.model)] = cache
-                with edit_session(self.model, plan, GenerationPositions(plan.config.positions), gates):
-                    return super()._model_generate(context, max_length, stop, **generation_kwargs)
-            # The prefill of a 1-token greedy generate is exactly the real prefill (same position
-            # ids from the attention mask), unedited; with left padding the query's last token is
-            # at position -1 of every row.
+            else:
+                # The prefill of a 1-token greedy generate is exactly the real prefill (same position
+                # ids from the attention mask), unedited; with left padding the query's last token is
+                # at position -1 of every row.
+                def prefill() -> Any:
+                    with self._autocast():
+                        return self.model.generate(
+                            input_ids=context, attention_mask=attn, max_new_tokens=1, do_sample=False,
+                            pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
+                            temperature=None, top_p=None, top_k=None,
+                        )
 
-            def prefill() -> Any:
-                with torch.autocast(
-                    device_type=self.device.type,
-                    dtype=self.mixed_precision_dtype,
-                    enabled=self.mixed_precision_dtype is not None,
-                ):
-                    return self.model.generate(
-                        input_ids=context, attention_mask=attn, max_new_tokens=1, do_sample=False,
-                        pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
-                        temperature=None, top_p=None, top_k=None,
-                    )
-
-            gates = self._gates(plan, prefill, qpos)
+                gates = self._gates(plan, prefill, qpos)
         with edit_session(self.model, plan, GenerationPositions(plan.config.positions), gates):
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+    def _autocast(self) -> Any:
+        """The mixed-precision context HFLM's own generate runs under, for our pre-passes."""
+        return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
+                              enabled=self.mixed_precision_dtype is not None)
 
     def _gates_and_prompt_cache(
         self, plan: EditPlan, context: torch.Tensor, attn: torch.Tensor, qpos: torch.Tensor
@@ -356,11 +355,7 @@ class AlignEZHFLM(HFLM):
         position_ids = (attn.long().cumsum(-1) - 1).masked_fill(attn == 0, 0)
 
         def prefill() -> None:
-            with torch.autocast(
-                device_type=self.device.type,
-                dtype=self.mixed_precision_dtype,
-                enabled=self.mixed_precision_dtype is not None,
-            ):
+            with self._autocast():
                 out = base(input_ids=context, attention_mask=attn, position_ids=position_ids, use_cache=True)
             cache = getattr(out, "cache", None)
             box["cache"] = cache if cache is not None else getattr(out, "past_key_values", None)

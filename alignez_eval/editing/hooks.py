@@ -540,7 +540,8 @@ def _make_fused_hook(
             y = x if inplace else x.clone()
             y[:, -1, :].addmm_(c, f.theta_out)
         else:
-            x2 = x.view(-1, d) if x.is_contiguous() else x.reshape(-1, d)
+            contiguous = x.is_contiguous()
+            x2 = x.view(-1, d) if contiguous else x.reshape(-1, d)
             n = x2.shape[0]
             if inplace and n <= _Buffers.SMALL and g is None and where is EVERY:
                 c, c_harm, c_help = buffers.get(n, x)
@@ -554,7 +555,7 @@ def _make_fused_hook(
                         c3.mul_(g.unsqueeze(1))
                     if where is not EVERY:
                         c3.mul_(_rows(where, batch).unsqueeze(-1).to(dtype=c3.dtype))
-            if inplace and x2.data_ptr() == x.data_ptr() and x.is_contiguous():
+            if inplace and contiguous:  # x2 is then a view of x: write through it
                 x2.addmm_(c, f.theta_out)
                 y = x
             else:
