@@ -185,7 +185,9 @@ def just_eval_filter(slice_name: str) -> Callable[[datasets.Dataset], datasets.D
     def keep(row: dict[str, Any]) -> bool:
         if slice_name in ("safety", "regular"):
             return row["category"] == slice_name
-        return bool(wanted & set(row["task"]))
+        # Task types slice the regular set only (as just-eval's own tables do): a safety prompt
+        # that happens to carry task tags stays in the safety slice.
+        return row["category"] == "regular" and bool(wanted & set(row["task"]))
 
     def process(dataset: datasets.Dataset) -> datasets.Dataset:
         return _finalize((row for row in map(_just_eval_row, dataset) if keep(row)), f"just-eval:{slice_name}")
@@ -250,14 +252,18 @@ def process_alpaca_eval(dataset: datasets.Dataset) -> datasets.Dataset:
 
 
 def process_mt_bench(dataset: datasets.Dataset) -> datasets.Dataset:
-    """First turn only: the edit and the judge compare single answers."""
+    """First turn only: the edit and the judge compare single answers.
+
+    `reference` is per turn (`[]` when there is none, `["", "…"]` when only turn 2 has one, e.g.
+    question 133), so the first turn's reference is `reference[0]`, never the first non-empty one.
+    """
 
     def rows():
         for r in dataset:
             turns = [str(t) for t in (r.get("prompt") or [])]
-            refs = [str(t) for t in (r.get("reference") or []) if t]
+            refs = list(r.get("reference") or [])
             rid = str(r["prompt_id"]) if r.get("prompt_id") is not None else query_id(turns[0] if turns else "")
-            row = _base_row(rid, turns[0] if turns else "", _text(r.get("category")), refs[0] if refs else "")
+            row = _base_row(rid, turns[0] if turns else "", _text(r.get("category")), _text(refs[0]) if refs else "")
             row["turns"] = turns
             yield row
 
@@ -272,8 +278,8 @@ def process_beavertails(dataset: datasets.Dataset) -> datasets.Dataset:
         for r in dataset:
             instruction = _text(r.get("prompt"))
             row = _base_row(query_id(instruction), instruction, _text(r.get("category")))
-            # category_id is in some copies of the data and not others (unconfirmed upstream): keep it
-            # when present, never rely on it.
+            # Upstream rows carry category_id (int) beside the category name; keep it when present
+            # but never rely on it (local copies of the split may drop it).
             if r.get("category_id") is not None:
                 row["category_id"] = int(r["category_id"])
             yield row
