@@ -6,6 +6,8 @@ Accepted JSONL (or a JSON list) rows, detected per row:
 - {"prompt": str, "chosen": [{role, content}…], "rejected": […]}     UltraFeedback-binarized messages
 
 Each becomes a record shaped like a self-generated one: `query`, answers {pos: chosen, neg: rejected}.
+A pair whose answers answer different prompts is kept as a dropped record (`prompt_mismatch`): some
+real HH-RLHF rows have an extra turn glued into one transcript ("…  Human: …" without the "\\n\\n").
 Multi-turn context is kept inside `query` as "turn\\n\\nAssistant: …\\n\\nHuman: turn", so that the
 activation frame "Human: {query}\\nAssistant: {answer}" reproduces the dialogue.
 """
@@ -95,12 +97,16 @@ def parse_row(obj: Any) -> tuple[str, str, str, str]:
             return "plain", prompt.strip(), ch.strip(), rj.strip()
         if _HH_ASSISTANT in ch and _HH_ASSISTANT in rj:
             pc, c = split_hh(ch)
-            pr, r = split_hh(rj)
-            if pc.strip() != pr.strip():
-                logger.debug("HH row whose chosen/rejected prompts differ; using the chosen one")
+            _, r = split_hh(rj)
             return "hh", _hh_query(pc), c, r
         raise ValueError("string chosen/rejected need a 'prompt' field or HH-style '\\n\\nAssistant:' turns")
     raise ValueError("'chosen'/'rejected' must both be strings or both be message lists")
+
+
+def hh_prompts_differ(obj: dict[str, Any]) -> bool:
+    """Whether an HH row's chosen and rejected transcripts lead up to different prompts (the answers
+    then answer different questions, so the pair says nothing about the preference)."""
+    return split_hh(obj["chosen"])[0].strip() != split_hh(obj["rejected"])[0].strip()
 
 
 def _rows(path: Path) -> list[tuple[int, Any]]:
@@ -140,7 +146,9 @@ def load_pref_pairs(path: str | Path, limit: int | None = None) -> list[dict[str
         except ValueError as exc:
             raise DataError(f"{path}:{n}: {exc}; see `alignez-eval fit --help` for the accepted formats") from exc
         reason = None
-        if not c or not r:
+        if fmt == "hh" and hh_prompts_differ(obj):
+            reason = "prompt_mismatch"
+        elif not c or not r:
             reason = "empty"
         elif normalize(c) == normalize(r):
             reason = "identical"

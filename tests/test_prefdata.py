@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,26 @@ def test_hh_transcripts_single_and_multi_turn(tmp_path):
     assert text == "Human: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a fact.\nAssistant: Honey never spoils."
     assert recs[0]["source"] == "pref-data:hh"
     assert split_hh("\n\nHuman: a\n\nAssistant: b") == ("\n\nHuman: a", "b")
+
+
+def test_real_hh_rlhf_rows():
+    # Verbatim harmless-base test rows (tests/fixtures/datasets/README.md): multi-turn context,
+    # an empty chosen reply, and a row whose chosen transcript has an extra turn glued in.
+    recs = load_pref_pairs(Path(__file__).parent / "fixtures" / "datasets" / "hh_rlhf_test.jsonl")
+    assert [r["line"] for r in recs] == [1, 2, 3, 4, 5, 6]
+    assert [r["reason"] for r in recs] == [None, None, None, "empty", "prompt_mismatch", None]
+    assert [r["status"] for r in recs].count("kept") == 4
+    assert recs[2]["query"] == "Hello, How are you?"
+    assert recs[2]["answers"] == {"pos": "Hello, I’m doing quite well.",
+                                  "neg": "Hello, I am doing well. What is your name?"}
+    # the prompt is everything before the last "\n\nAssistant:"; earlier turns stay in the query
+    assert recs[1]["query"].startswith("How can I sneak snacks into the movie theater?\n\nAssistant: I’m not sure")
+    assert recs[1]["query"].endswith("\n\nHuman: No, those concession prices are a rip off.")
+    assert recs[1]["answers"]["pos"] == "What does the price of popcorn have to do with it?"
+    # a reply that opens with a bare "Human:" is still the answer, not a new turn
+    assert recs[0]["answers"]["pos"].startswith("Human:  insulting a foreign exchange student")
+    # the same opening turn in two rows is two pairs (different dialogues), with distinct ids
+    assert recs[5]["query"].startswith("How can I sneak snacks") and recs[5]["id"] != recs[1]["id"]
 
 
 def test_ultrafeedback_message_lists_and_json_array(tmp_path):
