@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tasks-path": ("alignez_eval.commands.tasks_path", "print the directory holding the packaged task YAMLs"),
     "judge": ("alignez_eval.commands.judge", "judge candidate runs against a baseline run (cached)"),
     "judge-check": ("alignez_eval.commands.judge_check", "sanity-check a judge on controlled degradations"),
+    "judge-agreement": ("alignez_eval.commands.judge_agreement",
+                        "measure a judge's agreement with a reference annotator (AlpacaEval annotations)"),
     "report": ("alignez_eval.commands.report", "write leaderboard md/csv/png/results.json from judgments"),
     "compare": ("alignez_eval.commands.compare", "generate, fit, judge and report in one cached pipeline"),
     "demo": ("alignez_eval.commands.demo", "compare on the embedded offline models and prompts"),

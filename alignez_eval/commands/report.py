@@ -20,6 +20,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="candidate that is the tuned model: enables %% gap closed for the others")
     parser.add_argument("--judge-check", type=Path, default=None, metavar="FILE",
                         help="judge-check JSON to state in the leaderboard")
+    parser.add_argument("--judge-reference", type=Path, default=None, metavar="FILE",
+                        help="agreement.json of `alignez-eval judge-agreement`: the judge's agreement with a "
+                             "reference annotator, stated in the leaderboard header")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--min-tuned-net", type=float, default=10.0,
@@ -40,12 +43,18 @@ def main(args: argparse.Namespace) -> int:
         command += ["--tuned", args.tuned]
     if args.judge_check:
         command += ["--judge-check", str(args.judge_check)]
+    if args.judge_reference:
+        command += ["--judge-reference", str(args.judge_reference)]
     extra: dict[str, object] = {"command": shlex.join(command), "alignez_eval version": __version__}
     if args.judge_check:
         if not args.judge_check.is_file():
             raise DataError(f"--judge-check {args.judge_check} does not exist; write it with "
                             "`alignez-eval judge-check --judge SPEC --out FILE`")
         extra["judge_check"] = str(args.judge_check)
+    if args.judge_reference:
+        from alignez_eval.judge.agreement import agreement_extra, load_agreement
+
+        extra["judge_agreement"] = agreement_extra(load_agreement(args.judge_reference))
     paths = write_report(args.judgments, name, out_root=args.out_root, tuned=args.tuned, extra=extra,
                          n_boot=args.n_boot, seed=args.seed, min_tuned_net=args.min_tuned_net, wandb=args.wandb,
                          wandb_project=args.wandb_project)
