@@ -4,6 +4,10 @@ The server judges by a visible rule (the answer with more "good" words wins; sin
 1 + their count) and misbehaves on request: markers in the instruction make it answer 429 with
 Retry-After, 500, 503 once, slow replies beyond the client timeout, garbage bodies, or replies
 that ignore the output format. It counts every hit, so tests can check calls exactly.
+Its `profile` says which request parameters it accepts, with OpenAI's own 400 bodies for the rest:
+"compatible" (vLLM / llama.cpp server: `max_tokens`, any temperature), "openai" (current OpenAI
+models: `max_completion_tokens` only), "reasoning" (that, and only the default temperature),
+"neither" (rejects both token parameters: the adaptation must give up, not loop).
 Also here: kill a judging subprocess with SIGKILL and resume.
 """
 
@@ -36,9 +40,25 @@ _B = re.compile(r"\[The start of assistant B's answer\]\n(.*?)\n\[The end of ass
 _ONE = re.compile(r"\[The start of the assistant's answer\]\n(.*?)\n\[The end of the assistant's answer\]", re.S)
 
 
+MAX_TOKENS_REJECTED = {"error": {
+    "message": "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' "
+               "instead.",
+    "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter"}}
+
+
+def temperature_rejected(value: object) -> dict:
+    return {"error": {
+        "message": f"Unsupported value: 'temperature' does not support {value} with this model. Only the default "
+                   "(1) value is supported.",
+        "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value"}}
+
+
 class FakeJudgeServer:
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, profile: str = "compatible") -> None:
         self.delay = delay
+        self.profile = profile
+        self.seen: list[dict] = []  # every request body without its messages
+        self.rejected: Counter[str] = Counter()  # parameter -> 400s sent for it
         self.hits: Counter[str] = Counter()  # request body hash -> hits
         self.markers: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -94,6 +114,27 @@ class FakeJudgeServer:
             for marker in re.findall(r"\[(\w+)\]", user.split("\n")[1]):
                 self.markers[marker] += 1
         instruction = user.split("\n")[1]
+        with self.lock:
+            self.seen.append({k: v for k, v in req.items() if k != "messages"})
+        if self.profile == "neither" and "max_completion_tokens" in req:
+            with self.lock:
+                self.rejected["max_completion_tokens"] += 1
+            return self._send(h, 400, json.dumps({"error": {
+                "message": "Unsupported parameter: 'max_completion_tokens' is not supported with this model.",
+                "type": "invalid_request_error", "param": "max_completion_tokens",
+                "code": "unsupported_parameter"}}).encode())
+        if self.profile in ("openai", "reasoning", "neither") and "max_tokens" in req:
+            with self.lock:
+                self.rejected["max_tokens"] += 1
+            return self._send(h, 400, json.dumps(MAX_TOKENS_REJECTED).encode())
+        if self.profile == "reasoning" and req.get("temperature", 1) != 1:
+            with self.lock:
+                self.rejected["temperature"] += 1
+            return self._send(h, 400, json.dumps(temperature_rejected(req["temperature"])).encode())
+        if "[e400]" in instruction:
+            return self._send(h, 400, json.dumps({"error": {"message": "The model `fake` does not exist",
+                                                            "type": "invalid_request_error", "param": None,
+                                                            "code": "model_not_found"}}).encode())
         if self.delay:
             time.sleep(self.delay)
         if "[e500]" in instruction:
@@ -256,3 +297,133 @@ def test_sigkill_mid_run_then_resume_loses_nothing_and_repeats_nothing(tmp_path)
         _, ref_records = load_judgments(ref)
         for cand in records:
             assert [r["verdict"] for r in records[cand]] == [r["verdict"] for r in ref_records[cand]]
+
+
+# ---------------------------------------------------------------------------------------------
+# request parameters: OpenAI's current models, reasoning models, vLLM / llama.cpp servers
+
+PAIRS = [item(f"d{i}", f"Question number {i}?", "meh" + " good" * (i % 3), "fine" + " good" * (i % 2))
+         for i in range(6)]
+EXPECTED = {f"d{i}": "win" if i % 2 > i % 3 else "lose" if i % 3 > i % 2 else "tie" for i in range(6)}
+
+
+def _judge(spec, items=PAIRS, cache=None):
+    judge = Judge(spec, cache)
+    try:
+        return {r["doc_id"]: r for r in judge.judge_pairs(items)}, judge
+    finally:
+        judge.close()
+
+
+def test_reasoning_model_rejections_switch_once_for_the_run(caplog):
+    """max_tokens rejected -> max_completion_tokens; temperature 0.0 rejected -> not sent. One
+    request pays both 400s; every later one is sent in the accepted form at once."""
+    with FakeJudgeServer(profile="reasoning") as srv:
+        recs, judge = _judge(fast_spec(srv.url, concurrency=1))
+        assert {k: r["verdict"] for k, r in recs.items()} == EXPECTED
+        assert srv.rejected == Counter({"max_tokens": 1, "temperature": 1})
+        assert srv.total == 2 * len(PAIRS) + 2
+        assert judge.stats["call_errors"] == 0
+        first, *rest = srv.seen
+        assert first["max_tokens"] == 1024 and first["temperature"] == 0.0
+        assert srv.seen[1] == {"model": "fake-judge", "max_completion_tokens": 1024, "temperature": 0.0}
+        assert all(s == {"model": "fake-judge", "max_completion_tokens": 1024} for s in rest[1:])
+        raw = [r["judgments"][o] for r in recs.values() for o in ("AB", "BA")]
+        assert all(j["request"] == {"token_param": "max_completion_tokens", "temperature": None} for j in raw)
+        assert sorted(j["attempts"] for j in raw) == [1] * (len(raw) - 1) + [3]
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "rest of this run" in r.getMessage()]
+        assert len(warnings) == 2 and "token_param: max_completion_tokens" in warnings[0]
+        assert "temperature: none" in warnings[1]
+
+
+def test_concurrent_requests_switch_without_flipping_back():
+    with FakeJudgeServer(profile="reasoning") as srv:
+        recs, judge = _judge(fast_spec(srv.url, concurrency=4))
+        assert {k: r["verdict"] for k, r in recs.items()} == EXPECTED and judge.stats["call_errors"] == 0
+        # At most the requests already in flight when the first 400 came back are rejected.
+        assert 1 <= srv.rejected["max_tokens"] <= 4 and 1 <= srv.rejected["temperature"] <= 4
+        assert srv.total == 2 * len(PAIRS) + sum(srv.rejected.values())
+        assert all("max_tokens" not in s and "temperature" not in s for s in srv.seen[-4:])
+
+
+def test_spec_options_send_the_accepted_form_first():
+    with FakeJudgeServer(profile="reasoning") as srv:
+        recs, _ = _judge(fast_spec(srv.url, token_param="max_completion_tokens", temperature="none"))
+        assert {k: r["verdict"] for k, r in recs.items()} == EXPECTED
+        assert srv.rejected == Counter() and srv.total == 2 * len(PAIRS)
+    with FakeJudgeServer(profile="openai") as srv:  # non-reasoning: temperature 0 is fine
+        recs, _ = _judge(fast_spec(srv.url, token_param="max_completion_tokens"))
+        assert srv.rejected == Counter() and srv.total == 2 * len(PAIRS)
+        assert all(s["temperature"] == 0.0 and s["max_completion_tokens"] == 1024 for s in srv.seen)
+
+
+def test_vllm_and_llama_cpp_servers_get_plain_max_tokens():
+    with FakeJudgeServer(profile="compatible") as srv:
+        recs, judge = _judge(fast_spec(srv.url, max_tokens=77, temperature=0.3))
+        assert {k: r["verdict"] for k, r in recs.items()} == EXPECTED and judge.stats["call_errors"] == 0
+        assert srv.total == 2 * len(PAIRS)
+        assert all(s == {"model": "fake-judge", "max_tokens": 77, "temperature": 0.3} for s in srv.seen)
+
+
+def test_other_400s_fail_at_once_and_both_token_forms_rejected_is_an_error():
+    with FakeJudgeServer() as srv:
+        recs, _ = _judge(fast_spec(srv.url), [item("bad", "Question [e400] one?", "a", "b good")])
+        assert recs["bad"]["verdict"] == "error" and "model_not_found" in recs["bad"]["error"]
+        assert srv.total == 2  # one per order, no retry
+    with FakeJudgeServer(profile="neither") as srv:
+        recs, _ = _judge(fast_spec(srv.url, concurrency=1), PAIRS[:1])
+        assert recs["d0"]["verdict"] == "error" and "'max_completion_tokens'" in recs["d0"]["error"]
+        # order 1: max_tokens, then max_completion_tokens, then stop; order 2 starts at the switched form
+        assert srv.rejected == Counter({"max_tokens": 1, "max_completion_tokens": 2}) and srv.total == 3
+
+
+def test_extra_body_is_sent_and_keys_the_cache(tmp_path):
+    with FakeJudgeServer() as srv:
+        yaml_spec = tmp_path / "judge.yaml"
+        yaml_spec.write_text(f"backend: openai\nmodel: fake-judge\nbase_url: {srv.url}\n"
+                             "api_key_env: ALIGNEZ_TEST_NO_KEY\ntimeout_s: 5\ntoken_param: max_completion_tokens\n"
+                             "temperature: none\nextra_body:\n  reasoning_effort: low\n"
+                             "  chat_template_kwargs: {enable_thinking: false}\n")
+        spec = parse_judge_spec(str(yaml_spec))
+        assert spec.temperature is None and spec.token_param == "max_completion_tokens"
+        cache = JudgmentCache(tmp_path / "c.sqlite")
+        recs, _ = _judge(spec, cache=cache)
+        assert {k: r["verdict"] for k, r in recs.items()} == EXPECTED
+        assert all(s == {"model": "fake-judge", "max_completion_tokens": 1024, "reasoning_effort": "low",
+                         "chat_template_kwargs": {"enable_thinking": False}} for s in srv.seen)
+        n = srv.total
+        as_dict = {"backend": "openai", "model": "fake-judge", "base_url": srv.url, "timeout_s": 5,
+                   "api_key_env": "ALIGNEZ_TEST_NO_KEY", "temperature": None, "token_param": "max_completion_tokens"}
+        # The same body written in another key order is the same judge: everything is cached.
+        _judge(parse_judge_spec({**as_dict, "extra_body": {"chat_template_kwargs": {"enable_thinking": False},
+                                                           "reasoning_effort": "low"}}), cache=cache)
+        assert srv.total == n
+        # Another body can change the judge's output: nothing is reused.
+        _judge(parse_judge_spec({**as_dict, "extra_body": {"reasoning_effort": "high"}}), cache=cache)
+        assert srv.total == 2 * n
+        assert srv.seen[-1]["reasoning_effort"] == "high"
+
+
+def test_identity_of_specs_without_the_new_options_is_unchanged():
+    """Judgments cached before token_param / extra_body existed keep their keys."""
+    spec = parse_judge_spec("openai:gpt-4o-mini")
+    assert set(spec.identity()) == {"backend", "model", "mode", "prompt", "format", "base_url", "temperature",
+                                    "max_tokens", "scale"}
+    assert spec.identity() == parse_judge_spec("openai:gpt-4o-mini,token_param=max_completion_tokens").identity()
+    assert parse_judge_spec("openai:o3,temperature=none").identity()["temperature"] is None
+    assert parse_judge_spec("openai:o3,temperature=NONE").identity_hash() != parse_judge_spec("openai:o3").identity_hash()
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("openai:o3,token_param=max_output_tokens", "token_param 'max_output_tokens' is unknown"),
+    ("openai:o3,extra_body=x", "extra_body must be a mapping"),
+    ({"backend": "openai", "model": "o3", "extra_body": {"max_tokens": 5}}, "use max_tokens and token_param"),
+    ({"backend": "openai", "model": "o3", "extra_body": {"stream": True}}, "'stream'"),
+    ({"backend": "openai", "model": "o3", "extra_body": {"seed": float("nan")}}, "not plain JSON"),
+    ("openai:o3,temperature=cold", "temperature='cold' is not a number"),
+])
+def test_bad_request_options_are_one_clear_error(spec, message):
+    from alignez_eval.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_judge_spec(spec)

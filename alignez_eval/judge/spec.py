@@ -25,6 +25,7 @@ from alignez_eval.judge.prompts import Prompt, load_prompt
 BACKENDS = ("openai", "hf", "rm")
 MODES = ("pairwise", "single")
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
+TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
 
 # Margins: a winner is called only when the evidence exceeds them (else a tie).
 #   single: difference of grades (grade points; integer grades differing by >= 1 always decide)
@@ -49,8 +50,14 @@ class JudgeSpec:
     timeout_s: float = 120.0
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
-    temperature: float = 0.0
-    max_tokens: int = 1024
+    # None (`temperature: none`): not sent, so the server's default applies -- reasoning models
+    # accept no other. A 400 rejecting 0.0 drops it for the rest of the run (backends/openai.py).
+    temperature: float | None = 0.0
+    max_tokens: int = 1024  # the reply's token limit, sent under the name `token_param`
+    # Current OpenAI models reject `max_tokens` and want `max_completion_tokens`; vLLM and llama.cpp
+    # take `max_tokens`. A 400 rejecting the one sent switches to the other for the rest of the run.
+    token_param: str = "max_tokens"
+    extra_body: dict[str, Any] | None = None  # merged into every request body (YAML/dict specs only)
     input_cost_per_1m: float = 0.0  # USD per million prompt tokens (for the cost column)
     output_cost_per_1m: float = 0.0
     # hf / rm
@@ -83,6 +90,9 @@ class JudgeSpec:
             self.margin = DEFAULT_MARGIN["rm" if self.backend == "rm" else self.mode]
         if self.concurrency < 1 or self.batch_size < 1:
             raise ConfigError("judge concurrency and batch_size must be >= 1")
+        if self.token_param not in TOKEN_PARAMS:
+            raise ConfigError(f"judge token_param {self.token_param!r} is unknown; use one of {TOKEN_PARAMS}")
+        _check_extra_body(self.extra_body)
 
     # ----------------------------------------------------------------------------------------------
     def load_prompt(self) -> Prompt:
@@ -111,6 +121,10 @@ class JudgeSpec:
         if self.backend == "openai":
             ident.update(base_url=self.base_url.rstrip("/"), temperature=self.temperature,
                          max_tokens=self.max_tokens, scale=self.scale)
+            # token_param only names the limit, so it stays out. extra_body enters only when set,
+            # so the keys of judgments cached before it existed do not change.
+            if self.extra_body:
+                ident["extra_body"] = self.extra_body
         elif self.backend == "hf":
             ident.update(dtype=self.dtype, max_answer_tokens=self.max_answer_tokens, scale=self.scale)
         else:
@@ -139,6 +153,26 @@ class JudgeSpec:
 
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(JudgeSpec)}
+# Body keys the backend sets itself, and what to do instead.
+_RESERVED_BODY = {"model": "use the spec field model", "messages": "use the spec field prompt",
+                  "temperature": "use the spec field temperature (none: not sent)",
+                  "max_tokens": "use max_tokens and token_param", "max_completion_tokens": "use max_tokens and token_param",
+                  "stream": "leave it out: the judge reads whole replies"}
+
+
+def _check_extra_body(body: Any) -> None:
+    if body is None:
+        return
+    if not isinstance(body, dict) or not all(isinstance(k, str) for k in body):
+        raise ConfigError(f"judge extra_body must be a mapping of request fields, got {body!r}; give it in a "
+                          "YAML spec file (extra_body: {reasoning_effort: low})")
+    for key in body:
+        if key in _RESERVED_BODY:
+            raise ConfigError(f"judge extra_body sets {key!r}, which the judge sends itself; {_RESERVED_BODY[key]}")
+    try:
+        json.dumps(body, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"judge extra_body is not plain JSON data ({exc})") from exc
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -148,6 +182,8 @@ def _coerce(key: str, value: Any) -> Any:
     if value is None or not isinstance(value, str):
         return value
     typ = str(_FIELD_TYPES[key])
+    if typ.startswith(("int", "float")) and typ.endswith("| None") and value.strip().lower() in ("none", "null"):
+        return None  # e.g. temperature=none
     try:
         if typ.startswith("int"):
             return int(value)

@@ -5,6 +5,12 @@ as they complete, so the cache is written from one thread. 429, 5xx, timeouts an
 errors are retried with exponential backoff and jitter, honouring Retry-After; after
 `max_retries` retries the judgment is an error (transient: not cached, retried by a later run).
 A reply that does not follow the prompt's format is an error too (cached: the judge said it).
+
+Request parameters adapt to the server once per run: current OpenAI models answer HTTP 400
+`unsupported_parameter` to `max_tokens` (they take `max_completion_tokens`), and reasoning models
+answer `unsupported_value` to any temperature but their default. On that 400 the request is sent
+again at once with the other token parameter, or without `temperature`, and every later request of
+the run uses that form. Each result records what was sent under `request`.
 """
 
 from __future__ import annotations
@@ -53,6 +59,36 @@ def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | No
     return delay
 
 
+def _error_fields(resp: httpx.Response) -> tuple[str, str, str]:
+    """(param, code, lower-cased message) of an OpenAI-style error body; empty strings if absent."""
+    try:
+        err = resp.json().get("error")
+    except (ValueError, AttributeError):
+        return "", "", resp.text.lower()
+    if not isinstance(err, dict):
+        return "", "", str(err or resp.text).lower()
+    return (str(err.get("param") or ""), str(err.get("code") or ""), str(err.get("message") or "").lower())
+
+
+def rejected_parameter(resp: httpx.Response, sent: dict[str, Any]) -> str | None:
+    """Which of the adaptable parameters we sent (`max_tokens`, `max_completion_tokens`,
+    `temperature`) a 400 rejects as unsupported, if that is what it says; else None.
+
+    OpenAI names it in `error.param` with code `unsupported_parameter` / `unsupported_value`;
+    compatible servers that copy only the message are recognised by its wording."""
+    if resp.status_code != 400:
+        return None
+    param, code, message = _error_fields(resp)
+    for name in ("max_tokens", "max_completion_tokens", "temperature"):
+        if name not in sent:
+            continue
+        if param == name and code in ("unsupported_parameter", "unsupported_value"):
+            return name
+        if f"'{name}'" in message and ("unsupported parameter" in message or "unsupported value" in message):
+            return name
+    return None
+
+
 class OpenAIBackend:
     def __init__(self, spec: JudgeSpec) -> None:
         self.spec = spec
@@ -61,6 +97,10 @@ class OpenAIBackend:
         self.http_attempts = 0
         self._lock = threading.Lock()
         self._rng = random.Random()
+        # What the server accepts, learned from its 400s; shared by the worker threads.
+        self.token_param = spec.token_param
+        self.send_temperature = spec.temperature is not None
+        self.adaptations: list[str] = []
         key = os.environ.get(spec.api_key_env)
         if not key:
             logger.warning("judge: $%s is not set; calling %s without an API key", spec.api_key_env, spec.base_url)
@@ -101,16 +141,52 @@ class OpenAIBackend:
         except ParseError as exc:
             return empty_result(reply=content, usage=usage, cost_usd=cost, error=f"unparseable reply: {exc}")
 
+    def _payload(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        spec = self.spec
+        payload: dict[str, Any] = {**(spec.extra_body or {}), "model": spec.model, "messages": messages}
+        with self._lock:
+            payload[self.token_param] = spec.max_tokens
+            if self.send_temperature:
+                payload["temperature"] = spec.temperature
+        return payload
+
+    def _adapt(self, rejected: str, sent: dict[str, Any]) -> bool:
+        """Switch what later requests send after the server rejected `rejected`; False when the
+        rejected form is already the fallback (nothing left to try)."""
+        with self._lock:
+            if rejected == "temperature":
+                if self.send_temperature:
+                    self.send_temperature = False
+                    note = (f"{self.spec.base_url} rejects temperature={sent['temperature']} for "
+                            f"{self.spec.model}; sending none (the server's default) for the rest of this run "
+                            "(set temperature: none in the judge spec to skip the failed call)")
+                    self.adaptations.append(note)
+                    logger.warning("judge: %s", note)
+                return True
+            if rejected != self.token_param:
+                return True  # another thread switched already
+            if rejected != self.spec.token_param:
+                return False  # both forms rejected
+            self.token_param = next(p for p in ("max_tokens", "max_completion_tokens") if p != rejected)
+            note = (f"{self.spec.base_url} rejects {rejected} for {self.spec.model}; sending "
+                    f"{self.token_param} for the rest of this run (set token_param: {self.token_param} in the "
+                    "judge spec to skip the failed call)")
+            self.adaptations.append(note)
+            logger.warning("judge: %s", note)
+            return True
+
     def _one(self, req: JudgeRequest) -> dict[str, Any]:
         spec = self.spec
-        payload = {"model": spec.model, "messages": self._messages(req), "temperature": spec.temperature,
-                   "max_tokens": spec.max_tokens}
+        messages = self._messages(req)
         with self._lock:
             self.calls += 1
         last_error = "no attempt made"
         t0 = time.monotonic()
-        for attempt in range(spec.max_retries + 1):
+        adapted: set[str] = set()  # one immediate resend per rejected parameter
+        attempt = 0
+        while attempt <= spec.max_retries:
             retry_after = None
+            payload = self._payload(messages)
             with self._lock:
                 self.http_attempts += 1
             try:
@@ -124,6 +200,10 @@ class OpenAIBackend:
                     last_error = f"HTTP {resp.status_code}"
                     retry_after = retry_after_seconds(resp.headers.get("retry-after"))
                 elif resp.status_code >= 400:
+                    rejected = rejected_parameter(resp, payload)
+                    if rejected is not None and rejected not in adapted and self._adapt(rejected, payload):
+                        adapted.add(rejected)
+                        continue  # the same request in the accepted form; not a retry of a failure
                     # Bad key, unknown model, bad request: retrying cannot help; a later run may.
                     return empty_result(error=f"HTTP {resp.status_code}: {resp.text[:300]}", transient=True,
                                         latency_s=time.monotonic() - t0)
@@ -138,13 +218,17 @@ class OpenAIBackend:
                                             latency_s=time.monotonic() - t0)
                     result = self._interpret(req, body)
                     result["latency_s"] = time.monotonic() - t0
-                    result["attempts"] = attempt + 1
+                    result["attempts"] = attempt + 1 + len(adapted)
+                    result["request"] = {"token_param": next(p for p in ("max_tokens", "max_completion_tokens")
+                                                             if p in payload),
+                                         "temperature": payload.get("temperature")}
                     return result
             if attempt < spec.max_retries:
                 delay = backoff_delay(attempt, spec.backoff_base_s, spec.backoff_max_s, retry_after, self._rng)
                 logger.debug("judge request failed (%s); retry %d/%d in %.2fs", last_error, attempt + 1,
                              spec.max_retries, delay)
                 time.sleep(delay)
+            attempt += 1
         return empty_result(error=f"{last_error} after {spec.max_retries + 1} attempts", transient=True,
                             latency_s=time.monotonic() - t0, attempts=spec.max_retries + 1)
 
