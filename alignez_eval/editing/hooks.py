@@ -146,18 +146,22 @@ def prepare_plan(
                 "choose among the fitted layers, or layers=auto|all"
             )
     n_layers = config.n_layers or meta.n_layers
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
+    param = _first_param(model)
     dtype = param.dtype if param is not None and param.dtype.is_floating_point else torch.float32
     use = fitted if layers == AUTO else layers
-    harm = {i: edit.layers[i].harm.to(device=device, dtype=dtype) for i in use}
-    help_ = {i: edit.layers[i].help.to(device=device, dtype=dtype) for i in use}
+    # Each layer's bases go where that layer runs (a device_map can split the model); the hooks
+    # still move anything that arrives on another device (e.g. offloaded weights run elsewhere).
+    components = find_components(model, component, layers_path)
+    fallback = param.device if param is not None else torch.device("cpu")
+    device = {i: _device_of(components[i], fallback) for i in use}
+    harm = {i: edit.layers[i].harm.to(device=device[i], dtype=dtype) for i in use}
+    help_ = {i: edit.layers[i].help.to(device=device[i], dtype=dtype) for i in use}
     steer: dict[int, torch.Tensor] = {}
     if meta.rule == "add":
         for i in use:
             if edit.layers[i].steer is None:
                 raise ConfigError(f"additive artifact lacks layer.{i}.steer; re-fit it")
-            steer[i] = edit.layers[i].steer.to(device=device, dtype=dtype)
+            steer[i] = edit.layers[i].steer.to(device=device[i], dtype=dtype)
     fused: dict[int, FusedAlignEZ] = {}
     if meta.rule == "alignez":
         fused = {i: FusedAlignEZ.build(harm[i], help_[i], float(config.alpha)) for i in use}
@@ -165,6 +169,17 @@ def prepare_plan(
         edit=edit, config=config, rule=meta.rule, component=component, gate=gate, n_layers=n_layers,
         layers=layers, harm=harm, help=help_, steer=steer, layers_path=layers_path, fused=fused,
     )
+
+
+def _first_param(module: torch.nn.Module) -> torch.Tensor | None:
+    """The first parameter holding data: with accelerate's offloading, parameters kept elsewhere
+    show up on `meta`, where nothing can be computed or copied from."""
+    return next((p for p in module.parameters() if p.device.type != "meta"), None)
+
+
+def _device_of(module: torch.nn.Module, fallback: torch.device) -> torch.device:
+    p = _first_param(module)
+    return p.device if p is not None else fallback
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +318,9 @@ class ForwardState:
 
     step: int = -1
     attention_mask: torch.Tensor | None = None
-    cache: dict[int, Where] = field(default_factory=dict)
+    # keyed by (length, device): on a model split across devices (device_map) each layer needs
+    # its mask on the device of its own activations
+    cache: dict[tuple[int, torch.device], Where] = field(default_factory=dict)
 
     def pre_hook(self, _module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         self.step += 1
@@ -331,19 +348,20 @@ class GenerationPositions(PositionRule):
         if state.step > 0:
             if length == 1:
                 return EVERY
-            return _real(state.attention_mask, length)
+            return _real(state.attention_mask, length, device)
         if self.mode == "generated":
             return SKIP
         if self.mode == "last":
             return LAST
-        return _real(state.attention_mask, length)
+        return _real(state.attention_mask, length, device)
 
 
-def _real(attention_mask: torch.Tensor | None, length: int) -> Where:
+def _real(attention_mask: torch.Tensor | None, length: int, device: torch.device) -> Where:
     if attention_mask is None:
         return EVERY
     m = attention_mask[:, -length:].bool()
-    return EVERY if bool(m.all()) else m
+    # the mask lives with the inputs; a layer on another device (device_map) edits there
+    return EVERY if bool(m.all()) else m.to(device)
 
 
 @dataclass
@@ -524,9 +542,10 @@ def _make_fused_hook(
     def hook(_module: torch.nn.Module, _args: Any, output: Any) -> Any:
         x = output if isinstance(output, torch.Tensor) else _hidden(output)
         batch, length, d = x.shape
-        where = state.cache.get(length)
+        key = (length, x.device)
+        where = state.cache.get(key)
         if where is None:
-            where = state.cache[length] = rule.where(state, batch, length, x.device)
+            where = state.cache[key] = rule.where(state, batch, length, x.device)
         if where is SKIP:
             return None
         f = fused.cast(x)
@@ -576,10 +595,10 @@ def _make_hook(
     def hook(_module: torch.nn.Module, _args: Any, output: Any) -> Any:
         x = _hidden(output)
         batch, length = x.shape[0], x.shape[1]
-        where = state.cache.get(length)
+        key = (length, x.device)
+        where = state.cache.get(key)
         if where is None:
-            where = rule.where(state, batch, length, x.device)
-            state.cache[length] = where
+            where = state.cache[key] = rule.where(state, batch, length, x.device)
         if isinstance(where, str) and where == SKIP:
             return None
         if isinstance(where, str) and where == LAST:
