@@ -335,3 +335,48 @@ def test_agreement_of_another_judge_is_flagged(judged_and_agreement, tmp_path):
     md = paths["md"].read_text()
     assert "openai:another-judge" in md and "measured with a different judge" in md
     assert not math.isnan(float(other["overall"]["figures"]["agreement"]["value"]))
+
+
+# -- compare --judge-reference --------------------------------------------------------------------------
+def test_compare_measures_the_agreement_with_its_judge_then_reuses_it(tiny_dir, tmp_path, monkeypatch):
+    from alignez_eval.pipeline.compare import CompareConfig, run_compare
+
+    monkeypatch.setenv("ALIGNEZ_HOME", str(tmp_path / "home"))
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text("\n".join(json.dumps(r) for r in json.loads(FIX.read_text())[:3]) + "\n")
+
+    def cfg(reference: Path) -> CompareConfig:
+        # base vs tuned only (no edit method: no fit), two prompts, a tiny hf judge
+        return CompareConfig(base=f"pretrained={tiny_dir('llama')}", tuned=f"pretrained={tiny_dir('qwen2', 1)}",
+                             tasks=["alignez_embedded"], judge=f"hf:{tiny_dir('llama', 2)},dtype=float32",
+                             name="agr", methods=[], limit=2, gen_kwargs={"max_gen_toks": 4}, batch_size=2,
+                             work_dir=tmp_path / "runs", report_root=tmp_path / "reports", judge_check=False,
+                             command="test", judge_reference=reference)
+
+    res = run_compare(cfg(ref))
+    assert "judge-agreement/judge" in res.cache.ran
+    step = next((tmp_path / "runs").rglob("agreement.json"))
+    measured = json.loads(step.read_text())
+    assert measured["counts"]["judged"] == 3 and measured["stats"]["calls"] == 6  # single mode: 2 grades a pair
+    md = res.report["md"].read_text()
+    assert f"- **Judge agreement**: {agreement_summary_line(measured)}\n" in md
+    assert "measured with a different judge" not in md  # the compare's own judge
+
+    again = run_compare(cfg(ref))
+    assert "judge-agreement/judge" in again.cache.skipped and not again.cache.ran
+
+    # a precomputed agreement.json is read, not re-measured
+    res3 = run_compare(cfg(step))
+    assert "judge-agreement/judge" not in res3.cache.ran + res3.cache.skipped
+    assert agreement_summary_line(measured) in res3.report["md"].read_text()
+
+
+def test_compare_refuses_a_bad_reference_before_any_work(tmp_path):
+    from alignez_eval.pipeline.compare import CompareConfig
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output_1": "b", "output_2": "c", "preference": "maybe"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl row 0 \(line 1\): preference"):
+        CompareConfig(base="pretrained=x", tasks=["alignez_embedded"], judge="hf:x", name="n",
+                      judge_reference=bad, work_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

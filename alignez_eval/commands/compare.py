@@ -96,6 +96,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--edit-instruct", action="append", default=[], metavar="MODEL_ARGS",
                    help="also edit this instruct model with AlignEZ and compare it with itself (Δ%% vs unedited)")
     add_run_args(p, limit_default=None, batch_default=16)
+    p.add_argument("--judge-reference", type=Path, metavar="FILE",
+                   help="state the judge's agreement with a reference annotator in the report header: an "
+                        "agreement.json of `alignez-eval judge-agreement`, or reference annotations (AlpacaEval "
+                        "annotations.json / JSONL) to measure it on with this judge (a cached step)")
+    p.add_argument("--judge-reference-limit", type=int, metavar="N",
+                   help="judge a seeded random N of the reference pairs (default: all)")
     add_edit_args(p)
 
 
@@ -117,6 +123,7 @@ def main(args: argparse.Namespace) -> int:
         gen_kwargs=parse_kv(args.gen_kwargs, "--gen-kwargs"), batch_size=args.batch_size, seed=args.seed,
         work_dir=args.work_dir, report_root=args.report_root, edited_instruct=args.edit_instruct,
         judge_check=not args.no_judge_check, judge_check_n=args.judge_check_n,
+        judge_reference=args.judge_reference, judge_reference_limit=args.judge_reference_limit,
     )
     result = run_compare(cfg)
     if not result.report:  # a data-parallel rank other than 0

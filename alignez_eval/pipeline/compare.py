@@ -61,6 +61,11 @@ class CompareConfig:
     edited_instruct: list[str] = field(default_factory=list)
     judge_check: bool = True
     judge_check_n: int | None = None  # prompts of the judge check (default: all of its set)
+    # The judge's agreement with a reference annotator, stated in the report header: a precomputed
+    # agreement.json (`alignez-eval judge-agreement`), or reference annotations (AlpacaEval
+    # annotations.json / JSONL) to measure it on here, with this judge (`judge_reference_limit` pairs).
+    judge_reference: Path | None = None
+    judge_reference_limit: int | None = None
     command: str | None = None
 
     def __post_init__(self) -> None:
@@ -79,6 +84,12 @@ class CompareConfig:
             raise ConfigError(f"unknown edit setting(s) {bad}; inference-time settings are {EDIT_SETTINGS}")
         self.edit = {k: v for k, v in self.edit.items() if v is not None}
         self.fit = {k: v for k, v in self.fit.items() if v is not None}
+        if self.judge_reference is not None:
+            from alignez_eval.judge.agreement import is_agreement_file, load_reference
+
+            self.judge_reference = Path(self.judge_reference)
+            if not is_agreement_file(self.judge_reference):
+                load_reference(self.judge_reference)  # a bad file fails now, not after generation
         if self.work_dir is None:
             self.work_dir = Path("runs") / self.name
         self.work_dir = Path(self.work_dir)
@@ -405,6 +416,35 @@ class ComparePipeline:
 
         return self.cache.run("judge-check", "judge", inputs, produce).meta["check"]
 
+    def judge_agreement_step(self, spec: Any) -> dict[str, Any] | None:
+        """--judge-reference: a precomputed agreement.json is read; reference annotations are judged
+        here (a cached step, sharing the judge load and the judgment cache). -> the report's summary."""
+        if self.cfg.judge_reference is None:
+            return None
+        from alignez_eval.judge.agreement import (
+            agreement_extra,
+            is_agreement_file,
+            load_agreement,
+            load_reference,
+        )
+
+        path = Path(self.cfg.judge_reference)
+        if is_agreement_file(path):
+            return agreement_extra(load_agreement(path))
+        reference = load_reference(path)
+        inputs = {"judge": self.judge_identity(spec), "margin": spec.margin, "reference": reference.sha256,
+                  "limit": self.cfg.judge_reference_limit, "seed": self.cfg.seed}
+
+        def produce(out: Path) -> dict[str, Any]:
+            from alignez_eval.judge.agreement_run import judge_agreement
+
+            result = judge_agreement(self.loaded_judge(spec), reference, out, cache_path=self.judge_cache,
+                                     limit=self.cfg.judge_reference_limit, seed=self.cfg.seed)
+            self.stats["judge_calls"] = self.stats.get("judge_calls", 0) + int(result["stats"].get("calls", 0))
+            return {"agreement": agreement_extra(result)}
+
+        return self.cache.run("judge-agreement", "judge", inputs, produce).meta["agreement"]
+
     # -- the whole job --------------------------------------------------------------------------
     def run(self) -> CompareResult:
         from alignez_eval.judge import parse_judge_spec
@@ -430,11 +470,13 @@ class ComparePipeline:
             return CompareResult({}, {}, self.cache, self.stats, gens)
         spec = parse_judge_spec(cfg.judge)
         check = self.judge_check_step(spec)
+        # only when asked for: an unchanged compare keeps its report step's key
+        header = {} if (agreement := self.judge_agreement_step(spec)) is None else {"judge_agreement": agreement}
         reports: dict[str, dict[str, Path]] = {}
         for comp in self.comparisons:
             judged = self.judge_step(comp, gens, spec)
             extra = {"commands": self.commands(), "versions": self.cache.versions, "judge_check": check,
-                     "settings": self.describe(comp)}
+                     **header, "settings": self.describe(comp)}
             reports[comp.name] = self.report_step([judged], comp.name, comp.tuned, extra, cfg.report_root)
         if self.instruct_comparisons:
             # Δ%: each instruct model edited vs itself unedited (the lab's v2 table); one report, one
@@ -442,7 +484,7 @@ class ComparePipeline:
             judged_all = [self.judge_step(comp, gens, spec) for comp in self.instruct_comparisons]
             name = f"{cfg.name}-instruct"
             extra = {"commands": self.commands(), "versions": self.cache.versions, "judge_check": check,
-                     "settings": {c.name: self.describe(c) for c in self.instruct_comparisons}}
+                     **header, "settings": {c.name: self.describe(c) for c in self.instruct_comparisons}}
             reports[name] = self.report_step(judged_all, name, None, extra, cfg.report_root)
         self.free_judge()
         self.write_manifest_summary()
