@@ -110,6 +110,30 @@ def _judge_check_text(check: Any) -> str:
     return str(check)
 
 
+def _summary_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("summary") or json.dumps(value, default=str))
+    return str(value)
+
+
+def _judge_agreement_text(agreement: Any, manifest: dict[str, Any]) -> str:
+    """The agreement line (`alignez_eval.judge.agreement`), flagged when it was measured with another
+    judge or margin than the one behind this section's figures."""
+    from alignez_eval.judge.agreement import FORMAT, agreement_summary_line, load_agreement
+
+    if isinstance(agreement, str | Path) and Path(agreement).is_file():
+        agreement = load_agreement(agreement)
+    if not isinstance(agreement, dict) or agreement.get("format") != FORMAT:
+        return _summary_text(agreement)
+    text = agreement_summary_line(agreement) if "overall" in agreement else str(agreement.get("summary"))
+    ident = manifest.get("judge_identity")
+    if ident is not None and agreement.get("judge_identity") not in (None, ident):
+        text += f" (**measured with a different judge** than this section's {manifest.get('judge_description')})"
+    elif agreement.get("margin") is not None and agreement["margin"] != (manifest.get("judge") or {}).get("margin"):
+        text += f" (measured at tie margin {agreement['margin']}; this section's judge uses {manifest['judge'].get('margin')})"
+    return text
+
+
 def _mode_note(manifest: dict[str, Any]) -> str:
     judge = manifest["judge"]
     mode = manifest["mode"]
@@ -131,6 +155,9 @@ def render_markdown(name: str, models: list[dict[str, Any]], extra: dict[str, An
     w = out.write
     w(f"# Leaderboard: {name}\n\n")
     check = extra.pop("judge_check", None)
+    # One line on how far the judge agrees with a reference judge (`report --judge-reference`);
+    # `extra["judge_agreement"]`: a str, or a dict whose "summary" is that line.
+    agreement = extra.pop("judge_agreement", None)
     for m in models:
         man = m["manifest"]
         prompt = man.get("prompt") or {}
@@ -138,6 +165,8 @@ def render_markdown(name: str, models: list[dict[str, Any]], extra: dict[str, An
         w(f"- **Judge**: {man.get('judge_description')}; prompt `{prompt.get('tag', 'n/a')}`\n")
         w(f"- **Judge mode behind every figure below**: {_mode_note(man)}\n")
         w(f"- **Judge check**: {_judge_check_text(check)}\n")
+        if agreement is not None:
+            w(f"- **Judge agreement**: {_judge_agreement_text(agreement, man)}\n")
         stats = man.get("stats", {})
         if stats:
             w(f"- Judging: {int(stats.get('calls', 0))} calls this run, {int(stats.get('cache_hits', 0))} cached, "
