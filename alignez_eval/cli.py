@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "judge-agreement": ("alignez_eval.commands.judge_agreement",
                         "measure a judge's agreement with a reference annotator (AlpacaEval annotations)"),
     "report": ("alignez_eval.commands.report", "write leaderboard md/csv/png/results.json from judgments"),
+    "export": ("alignez_eval.commands.export", "write a run's answers as AlpacaEval model_outputs.json"),
     "compare": ("alignez_eval.commands.compare", "generate, fit, judge and report in one cached pipeline"),
     "demo": ("alignez_eval.commands.demo", "compare on the embedded offline models and prompts"),
     "sweep": ("alignez_eval.commands.sweep", "grid/random sweep over edit settings, logged to wandb"),

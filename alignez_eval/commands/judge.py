@@ -12,8 +12,9 @@ from alignez_eval.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 EPILOG = """\
-RUN is an lm-eval --output_path directory (run with --log_samples), its model subdirectory, or a
-results_*.json; prefix NAME= to name it (default: the model directory's name).
+RUN is an lm-eval --output_path directory (run with --log_samples), its model subdirectory, a
+results_*.json, or an AlpacaEval model_outputs.json (paired by exact instruction text); prefix NAME=
+to name it (default: the model directory's name, or the file's generator).
 
 SPEC is a YAML file or a short string:
   hf:qwen2.5-coder-1.5b-instruct                  local chat judge, single mode (1-9 grades)

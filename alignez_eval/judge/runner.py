@@ -89,7 +89,7 @@ def judge_runs(baseline: Run, candidates: dict[str, Run], spec: JudgeSpec | str 
                 pairing = pair_runs(baseline, run)
                 items = []
                 for key in pairing.keys:
-                    b, c = baseline.samples[key], run.samples[key]
+                    b, c = baseline.samples[key], run.samples[pairing.candidate_key(key)]
                     if b.instruction != c.instruction:
                         logger.debug("%s %s: instructions differ between runs; the baseline's is used", name, key)
                     items.append(PairItem(family=key[0], doc_id=key[1], instruction=b.instruction,

@@ -8,6 +8,10 @@ results JSON (which pins the timestamp).
 
 Samples pair across runs by (task family, doc id): the family is the task name without a trailing
 `_base`, so `alignez_x_base` (base-model prompt format) pairs with `alignez_x` (chat format).
+
+A RUN may also be an AlpacaEval `model_outputs.json` (a JSON list; see `alignez_eval.judge.alpaca_eval`).
+A pair with such a run on either side pairs by exact instruction text instead, since the file has no
+task or doc ids of ours.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Sample:
     instruction: str
     answer: str
     prompt: str
+    dataset: str = ""  # the doc's own `dataset` field (AlpacaEval's subsets), when it has one
 
     @property
     def key(self) -> tuple[str, str]:
@@ -54,6 +59,7 @@ class Run:
     files: dict[str, Path] = field(default_factory=dict)  # task -> samples file used
     model_name: str | None = None
     notes: list[str] = field(default_factory=list)  # what a reader should know (timestamps chosen, fallbacks)
+    source: str = "lm-eval"  # or "alpaca_eval": an AlpacaEval model_outputs.json, paired by instruction
 
     @property
     def tasks(self) -> list[str]:
@@ -66,6 +72,7 @@ class Run:
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "format": self.source,
             "path": str(self.path),
             "model_name": self.model_name,
             "tasks": self.tasks,
@@ -94,7 +101,8 @@ def _resolve(path: Path) -> tuple[Path, str | None, Path | None]:
                         "subdirectory, or a results_*.json file")
     if path.is_file():
         if path.suffix != ".json":
-            raise DataError(f"run {path} is a file but not a results JSON; pass the lm-eval output directory instead")
+            raise DataError(f"run {path} is a file but neither a results JSON nor an AlpacaEval model_outputs.json; "
+                            "pass the lm-eval output directory instead")
         return path.parent, _results_ts(path), path
     if any(path.glob("samples_*.jsonl")):
         return path, None, None
@@ -155,10 +163,11 @@ def _load_samples_file(task: str, path: Path, notes: list[str]) -> dict[tuple[st
                 fallback_ids += 1
                 doc_id = str(rec.get("doc_id"))
             instruction = doc.get("instruction") if isinstance(doc, dict) else None
+            dataset = doc.get("dataset") if isinstance(doc, dict) else None
             prompt = _prompt(rec)
             sample = Sample(task=task, family=family, doc_id=doc_id,
                             instruction=str(instruction) if instruction is not None else prompt,
-                            answer=_answer(rec), prompt=prompt)
+                            answer=_answer(rec), prompt=prompt, dataset=dataset if isinstance(dataset, str) else "")
             if sample.key in out:
                 raise DataError(f"{path} has doc id {doc_id!r} twice; doc ids must be unique within a task")
             out[sample.key] = sample
@@ -174,10 +183,25 @@ def _load_samples_file(task: str, path: Path, notes: list[str]) -> dict[tuple[st
     return out
 
 
+def _json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"run {path} is not readable JSON ({exc}); pass an lm-eval results_*.json, an AlpacaEval "
+                        "model_outputs.json or an lm-eval output directory") from exc
+
+
 def load_run(path: str | Path, name: str | None = None) -> Run:
-    """Load an lm-eval run. Per task, the newest samples file is used (or the one matching a given
-    results JSON); the choice is logged and kept in `Run.notes`."""
+    """Load an lm-eval run, or an AlpacaEval model_outputs.json. Per task, the newest samples file
+    is used (or the one matching a given results JSON); the choice is logged and kept in `Run.notes`."""
     path = Path(path)
+    if path.is_file() and path.suffix == ".json":
+        # Imported here: that module imports this one.
+        from alignez_eval.judge.alpaca_eval import is_alpaca_eval_data, load_alpaca_eval
+
+        data = _json_file(path)
+        if is_alpaca_eval_data(data):
+            return load_alpaca_eval(path, data, name=name)
     directory, pinned_ts, results_file = _resolve(path)
     notes: list[str] = []
     by_task: dict[str, list[tuple[str, Path]]] = {}
@@ -229,13 +253,20 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
 class Pairing:
     """Docs judged, and docs that one side lacks (reported, never silently dropped)."""
 
-    keys: list[tuple[str, str]]
+    keys: list[tuple[str, str]]  # baseline keys; judgments are recorded under these
     missing: list[tuple[str, str]]  # in the baseline, not in the candidate
     extra: list[tuple[str, str]]  # in the candidate, not in the baseline
+    by: str = "key"  # "key": (task family, doc id); "instruction": exact instruction text
+    # baseline key -> candidate key where they differ (pairing by instruction text)
+    candidate_keys: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+
+    def candidate_key(self, key: tuple[str, str]) -> tuple[str, str]:
+        return self.candidate_keys.get(key, key)
 
     def summary(self) -> dict[str, Any]:
         return {
             "paired": len(self.keys),
+            "paired_by": self.by,
             "missing_in_candidate": [list(k) for k in self.missing],
             "extra_in_candidate": [list(k) for k in self.extra],
         }
@@ -246,18 +277,60 @@ def _sort_key(k: tuple[str, str]) -> tuple[str, int, str]:
     return (fam, int(doc) if doc.lstrip("-").isdigit() else 0, doc)
 
 
-def pair_runs(baseline: Run, candidate: Run) -> Pairing:
-    base_keys, cand_keys = set(baseline.samples), set(candidate.samples)
-    pairing = Pairing(
-        keys=sorted(base_keys & cand_keys, key=_sort_key),
-        missing=sorted(base_keys - cand_keys, key=_sort_key),
-        extra=sorted(cand_keys - base_keys, key=_sort_key),
+def _by_instruction(run: Run) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for key, s in run.samples.items():
+        out.setdefault(s.instruction, []).append(key)
+    return out
+
+
+def _pair_by_instruction(baseline: Run, candidate: Run) -> Pairing:
+    """Exact instruction text pairs the docs. An instruction asked by several docs of one run (the
+    same prompt in two tasks of an lm-eval run) has no single partner: that is an error when the
+    other run asks it too, and such docs count as unmatched otherwise."""
+    base_ix, cand_ix = _by_instruction(baseline), _by_instruction(candidate)
+    keys, mapping = [], {}
+    for text, bkeys in base_ix.items():
+        ckeys = cand_ix.get(text)
+        if ckeys is None:
+            continue
+        for run, ks in ((baseline, bkeys), (candidate, ckeys)):
+            if len(ks) > 1:
+                shown = ", ".join(f"{f} doc {d}" for f, d in ks[:3])
+                raise DataError(f"run {run.name} asks the instruction {text[:60]!r} in {len(ks)} docs ({shown}); "
+                                "pairing with an AlpacaEval file needs one doc per instruction - give a run of "
+                                "one task (e.g. lm-eval --tasks alignez_alpaca_eval)")
+        keys.append(bkeys[0])
+        if ckeys[0] != bkeys[0]:
+            mapping[bkeys[0]] = ckeys[0]
+    return Pairing(
+        keys=sorted(keys, key=_sort_key),
+        missing=sorted((k for t, ks in base_ix.items() if t not in cand_ix for k in ks), key=_sort_key),
+        extra=sorted((k for t, ks in cand_ix.items() if t not in base_ix for k in ks), key=_sort_key),
+        by="instruction",
+        candidate_keys=mapping,
     )
+
+
+def pair_runs(baseline: Run, candidate: Run) -> Pairing:
+    """Pair by (task family, doc id), or by exact instruction text when either run is an AlpacaEval
+    file. Docs of one side only are listed in the Pairing and logged, never dropped silently."""
+    by_instruction = "alpaca_eval" in (baseline.source, candidate.source)
+    if by_instruction:
+        pairing = _pair_by_instruction(baseline, candidate)
+    else:
+        base_keys, cand_keys = set(baseline.samples), set(candidate.samples)
+        pairing = Pairing(
+            keys=sorted(base_keys & cand_keys, key=_sort_key),
+            missing=sorted(base_keys - cand_keys, key=_sort_key),
+            extra=sorted(cand_keys - base_keys, key=_sort_key),
+        )
     if pairing.missing or pairing.extra:
-        logger.warning("%s vs %s: %d paired, %d docs only in the baseline, %d only in the candidate "
-                       "(listed in the manifest)", candidate.name, baseline.name, len(pairing.keys),
+        logger.warning("%s vs %s: %d paired by %s, %d docs only in the baseline, %d only in the candidate "
+                       "(listed in the manifest)", candidate.name, baseline.name, len(pairing.keys), pairing.by,
                        len(pairing.missing), len(pairing.extra))
     if not pairing.keys:
-        raise DataError(f"runs {baseline.name} and {candidate.name} share no (task family, doc id); "
+        what = "instruction text" if by_instruction else "(task family, doc id)"
+        raise DataError(f"runs {baseline.name} and {candidate.name} share no {what}; "
                         f"baseline families {baseline.families}, candidate families {candidate.families}")
     return pairing
