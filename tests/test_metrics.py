@@ -7,8 +7,8 @@ import pytest
 from scipy.optimize import minimize
 
 from alignez_eval.judge.verdicts import candidate_view, pairwise_verdict, single_verdict
-from alignez_eval.report import average_gap, gap_closed, gap_ratio, head_to_head, lc_win_rate
-from alignez_eval.report.metrics import LC_RIDGE
+from alignez_eval.report import average_gap, gap_closed, gap_ratio, head_to_head, length_adjusted_win_rate
+from alignez_eval.report.metrics import LENGTH_ADJ_RIDGE
 
 
 def recs(verdicts: str, len_b: list[int] | None = None, len_c: list[int] | None = None,
@@ -43,12 +43,12 @@ def test_swap_inconsistency_and_lengths():
     assert single.swap_inconsistency is None
 
 
-def test_lc_win_rate_equals_win_rate_without_length_differences():
+def test_length_adjusted_win_rate_equals_win_rate_without_length_differences():
     values = np.array([1, 1, 1, 0, -1, 1, 0, -1, 1, 1], dtype=float)
-    assert lc_win_rate(values, np.zeros(10))[0] == pytest.approx(100 * np.mean((values + 1) / 2), abs=1e-4)
+    assert length_adjusted_win_rate(values, np.zeros(10))[0] == pytest.approx(100 * np.mean((values + 1) / 2), abs=1e-4)
 
 
-def test_lc_win_rate_matches_scipy_fit_of_the_same_likelihood():
+def test_length_adjusted_win_rate_matches_scipy_fit_of_the_same_likelihood():
     rng = np.random.default_rng(1)
     dlen = rng.normal(0, 30, 60)
     values = np.where(dlen + rng.normal(0, 30, 60) > 10, 1.0, np.where(rng.random(60) < 0.3, 0.0, -1.0))
@@ -57,23 +57,23 @@ def test_lc_win_rate_matches_scipy_fit_of_the_same_likelihood():
 
     def loss(b):
         z = b[0] + b[1] * x
-        return np.sum(np.logaddexp(0, z) - y * z) + LC_RIDGE / 2 * b[1] ** 2 + 1e-6 / 2 * b[0] ** 2
+        return np.sum(np.logaddexp(0, z) - y * z) + LENGTH_ADJ_RIDGE / 2 * b[1] ** 2 + 1e-6 / 2 * b[0] ** 2
 
     ref = minimize(loss, np.zeros(2), method="BFGS", options={"gtol": 1e-10}).x
-    assert lc_win_rate(values, dlen, scale)[0] == pytest.approx(100 / (1 + np.exp(-ref[0])), abs=1e-4)
+    assert length_adjusted_win_rate(values, dlen, scale)[0] == pytest.approx(100 / (1 + np.exp(-ref[0])), abs=1e-4)
 
 
-def test_lc_win_rate_removes_a_pure_length_effect():
+def test_length_adjusted_win_rate_removes_a_pure_length_effect():
     # The candidate wins exactly when it is longer, symmetric around zero: at equal length, 50%.
     dlen = np.array([-40, -30, -20, -10, 10, 20, 30, 40], dtype=float)
     values = np.where(dlen > 0, 1.0, -1.0)
-    assert lc_win_rate(values, dlen)[0] == pytest.approx(50.0, abs=1.0)
+    assert length_adjusted_win_rate(values, dlen)[0] == pytest.approx(50.0, abs=1.0)
     # and a judge that rewards length: raw win rate 75%, LC well below it
     dlen2 = np.array([5, 10, 20, 30, 40, 50, -5, -10] * 3, dtype=float)
     values2 = np.where(dlen2 > 0, 1.0, -1.0)
     values2[:2] = -1.0
     raw = 100 * np.mean((values2 + 1) / 2)
-    assert lc_win_rate(values2, dlen2)[0] < raw - 10
+    assert length_adjusted_win_rate(values2, dlen2)[0] < raw - 10
 
 
 def test_bootstrap_is_seeded_and_covers_the_point():
@@ -83,7 +83,7 @@ def test_bootstrap_is_seeded_and_covers_the_point():
     c = head_to_head(rs, "c", "d", "pairwise", n_boot=500, seed=8)
     assert a.ci == b.ci and a.se == b.se
     assert a.ci != c.ci
-    for name in ("net", "win_rate", "lc_win_rate", "win_pct"):
+    for name in ("net", "win_rate", "length_adjusted_win_rate", "win_pct"):
         lo, hi = a.ci[name]
         assert lo <= getattr(a, name) <= hi
     # against a direct computation of the same resamples
@@ -156,3 +156,16 @@ def test_average_gap_excludes_undefined_datasets():
     assert avg.defined and avg.datasets == ["a", "b"] and "c" in avg.excluded
     assert avg.value == pytest.approx((ga.value + gb.value) / 2)
     assert avg.ci[0] < avg.value < avg.ci[1]
+
+
+def test_old_lc_win_rate_name_still_reads(tmp_path) -> None:
+    """Reports and sweep configs written before the rename keep working under the new name."""
+    from alignez_eval.pipeline.sweep import point_metrics
+    from alignez_eval.pipeline.sweep_config import parse_sweep
+
+    cfg = parse_sweep({"base": "pretrained=/m", "tasks": ["t"], "judge": "hf:/j", "parameters": {"alpha": [1]},
+                       "metric": "lc_win_rate"})
+    assert cfg.metric == "length_adjusted_win_rate"
+    old_csv = tmp_path / "leaderboard.csv"
+    old_csv.write_text("candidate,dataset,net,win_rate,lc_win_rate,n\nalignez,d,10.0,55.0,52.5,8\n", encoding="utf-8")
+    assert point_metrics({"csv": old_csv}, "alignez")["length_adjusted_win_rate"] == pytest.approx(52.5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def judged(tmp_path_factory):
 def test_report_files_figures_and_gap(judged):
     jdir, check, tmp = judged
     paths = write_report(jdir, "fx", out_root=tmp / "reports", tuned="tuned", n_boot=300,
-                         extra={"judge_check": check, "commands": ["alignez-eval judge ...", "alignez-eval report ..."]})
+                         extra={"judge_check": check, "commands": ["alignez-eval judge ...", "alignez-eval report ..."],
+                                "judge_agreement": {"summary": "agrees with the reference on 71% of 120 pairs"}})
     assert set(paths) == {"md", "csv", "png", "json"} and all(p.is_file() for p in paths.values())
     assert paths["md"].parent == tmp / "reports" / "fx"
     assert matplotlib.image.imread(paths["png"]).shape[0] > 100
@@ -58,10 +60,18 @@ def test_report_files_figures_and_gap(judged):
     assert check["summary"] in md
     assert "only in the baseline" in md  # tuned lacks q4: reported, not dropped silently
     assert "alignez-eval report ..." in md
+    assert "- **Judge agreement**: agrees with the reference on 71% of 120 pairs\n" in md
+    # our length adjustment is named as ours everywhere, never as AlpacaEval 2's "LC win rate"
+    assert "length-adjusted win rate (ours) [CI]" in md and "| LC win rate" not in md
+    assert "length_adjusted_win_rate" in rows[0] and not any("lc_" in c for c in rows[0])
+    assert 0 <= float(al["length_adjusted_win_rate"]) <= 100
 
     res = json.loads(paths["json"].read_text())
     assert res["results"]["alignez:alignez_fx"]["net,pairwise"] == pytest.approx(50.0)
     assert res["results"]["alignez:alignez_fx"]["gap_closed,pairwise"] == pytest.approx(40.0)
+    assert res["results"]["alignez:alignez_fx"]["length_adjusted_win_rate,pairwise"] == pytest.approx(
+        float(al["length_adjusted_win_rate"]))
+    assert "lc_win_rate" not in paths["json"].read_text()
     table = make_table(res)
     assert "alignez:alignez_fx" in table and "gap_closed" in table and "pairwise" in table
     assert "50.0000" in table
@@ -135,7 +145,71 @@ def test_wandb_offline_logs_table_and_figures(judged, tmp_path, monkeypatch):
     history = _wandb_history(next(runs[0].glob("*.wandb")))
     assert history["alignez:alignez_fx/net,pairwise"] == pytest.approx(50.0)
     assert history["alignez:alignez_fx/gap_closed,pairwise"] == pytest.approx(40.0)
+    assert "alignez:alignez_fx/length_adjusted_win_rate,pairwise" in history
+    assert not any("lc_win_rate" in k for k in history)
     assert history["alignez/leaderboard/_type"] == "table-file"
     assert history["alignez/leaderboard_png/_type"] == "image-file"
     assert history["evaluation/eval_results/_type"] == "table-file"  # lm-eval's WandbLogger table
     assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))
+
+
+def _legend_colours(ax) -> dict[str, tuple]:
+    handles, labels = ax.get_legend_handles_labels()
+    return {label: tuple(h.patches[0].get_facecolor()) for h, label in zip(handles, labels, strict=True)}
+
+
+def test_png_keeps_one_colour_per_candidate_across_panels(tmp_path):
+    # The tuned candidate first: it has a net-win bar but no gap bar, which shifted every other
+    # candidate's colour by one between the two panels.
+    from alignez_eval.report import build_report
+    from alignez_eval.report.plots import leaderboard_figure
+
+    with FakeJudgeServer() as srv:
+        jdir = judge_runs(load_run(FIX / "base"), {"tuned": load_run(FIX / "tuned"),
+                                                   "alignez": load_run(FIX / "alignez")},
+                          fast_spec(srv.url), tmp_path / "judgments")
+    fig = leaderboard_figure(build_report([jdir], tuned="tuned", n_boot=50), "fx")
+    ax_gap, ax_net = fig.axes[:2]
+    gap, net = _legend_colours(ax_gap), _legend_colours(ax_net)
+    assert set(gap) == {"alignez"} and set(net) == {"tuned", "alignez"}
+    assert gap["alignez"] == net["alignez"]
+    assert net["tuned"] != net["alignez"]
+
+
+def test_report_names_embedded_models_not_their_home_paths(tmp_path, monkeypatch):
+    """A committed report must not carry the model cache's absolute path (it names the user's home)."""
+    from lm_eval.utils import sanitize_model_name
+
+    from alignez_eval.models import models_dir
+    from alignez_eval.report import build_report
+    from alignez_eval.report.plots import leaderboard_figure
+
+    monkeypatch.setenv("ALIGNEZ_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    gemma, qwen = models_dir() / "gemma-3-270m", models_dir() / "qwen2.5-coder-1.5b-instruct"
+    # lm-eval names a run's directory after `pretrained=`, so the baseline's name is a home path
+    shutil.copytree(FIX / "base" / "base-model", Path("runs/base") / sanitize_model_name(str(gemma)))
+    shutil.copytree(FIX / "alignez", "runs/alignez")
+    shutil.copytree(FIX / "tuned", "runs/tuned")
+    with FakeJudgeServer() as srv:
+        judge_runs(load_run("runs/base"), {"alignez": load_run("runs/alignez"), "tuned": load_run("runs/tuned")},
+                   fast_spec(srv.url), "judgments")
+    other_machine = "/home/someone/.cache/alignez-eval/models/smollm2-135m-instruct"
+    extra = {"judge_check": {"summary": f"hf:{qwen} (single, 1-9 grades): accuracy 94% over 16 pairs"},
+             "settings": {"models": {"base": {"args": f"pretrained={gemma},dtype=bfloat16"},
+                                     "tuned": {"args": f"pretrained={other_machine},dtype=bfloat16"}},
+                          "judge": f"hf:{qwen},batch_size=8"}}
+    paths = write_report("judgments", "share", out_root="reports", tuned="tuned", extra=extra, n_boot=50)
+    texts = {k: paths[k].read_text() for k in ("md", "csv", "json")}
+    for kind, text in texts.items():
+        for leak in (str(tmp_path), "alignez-eval/models", "__models__", "/home/someone"):
+            assert leak not in text, (kind, leak)
+    md = texts["md"]
+    assert "## Model: gemma-3-270m (baseline run `runs/base/gemma-3-270m`)" in md
+    assert "hf:qwen2.5-coder-1.5b-instruct (single" in md and "judge=hf:qwen2.5-coder-1.5b-instruct,batch_size=8" in md
+    assert "pretrained=gemma-3-270m,dtype=bfloat16" in md and "pretrained=smollm2-135m-instruct,dtype" in md
+    assert "judgments/manifest.json" in md  # other paths as given: relative stays relative
+    assert {r["model"] for r in csv.DictReader(paths["csv"].open())} == {"gemma-3-270m"}
+    fig = leaderboard_figure(build_report(["judgments"], tuned="tuned", n_boot=20), "share")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert all(t.startswith("gemma-3-270m: ") for t in titles), titles

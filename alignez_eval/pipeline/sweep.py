@@ -226,7 +226,9 @@ def point_metrics(files: dict[str, Path], candidate: str) -> dict[str, Any]:
 
     if pooled is not None:
         for col, key in (("net", "net_win"), ("net_lo", "net_win_lo"), ("net_hi", "net_win_hi"),
-                         ("win_rate", "win_rate"), ("lc_win_rate", "lc_win_rate"), ("n", "n"),
+                         ("win_rate", "win_rate"), ("length_adjusted_win_rate", "length_adjusted_win_rate"),
+                         ("lc_win_rate", "length_adjusted_win_rate"),  # its name in reports before the rename
+                         ("n", "n"),
                          ("win_pct", "win_pct"), ("tie_pct", "tie_pct"), ("lose_pct", "lose_pct"),
                          ("mean_len_baseline", "len_baseline"), ("mean_len_candidate", "len_candidate")):
             if (v := num(pooled, col)) is not None:

@@ -44,7 +44,9 @@ from alignez_eval.errors import ConfigError
 FIT_PARAMS: frozenset[str] = frozenset({"method", "energy", "keywords", "component", "min_pairs"})
 EDIT_PARAMS: frozenset[str] = frozenset({"alpha", "layers", "n_layers", "positions", "gate"})
 SWEEP_PARAMS: frozenset[str] = FIT_PARAMS | EDIT_PARAMS
-METRICS: tuple[str, ...] = ("net_win", "gap_closed", "lc_win_rate", "win_rate")
+METRICS: tuple[str, ...] = ("net_win", "gap_closed", "length_adjusted_win_rate", "win_rate")
+# Old configs say `lc_win_rate`: the same figure, renamed because it is not AlpacaEval 2's LC win rate.
+OLD_METRIC_NAMES = {"lc_win_rate": "length_adjusted_win_rate"}
 _DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
 
 _SUBST = re.compile(r"\$\{(model|env):([^}]+)\}")
@@ -229,6 +231,7 @@ def parse_sweep(raw: dict[str, Any], source: Path | None = None) -> SweepConfig:
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     metric = str(raw.get("metric", "net_win"))
+    metric = OLD_METRIC_NAMES.get(metric, metric)
     if metric not in METRICS:
         raise ConfigError(f"{where}: metric {metric!r} unknown; choose from {', '.join(METRICS)}")
     if metric == "gap_closed" and not raw.get("tuned"):

@@ -4,6 +4,9 @@ results.json}.
 `results.json` has lm-eval's shape (results / versions / n-shot / higher_is_better / config), one
 entry per "candidate:dataset", with the judge mode as the metric's filter (`net,single`), so
 `lm_eval.utils.make_table` prints it and lm-eval's `WandbLogger` logs it.
+
+Every file is written through `alignez_eval.report.shareable`: an embedded model's directory shows
+as its registry name, so a committed report carries no path of the machine that made it.
 """
 
 from __future__ import annotations
@@ -24,14 +27,18 @@ from alignez_eval.judge.runner import atomic_write_text, load_judgments, safe_na
 from alignez_eval.report.bootstrap import DEFAULT_N_BOOT
 from alignez_eval.report.gap import MIN_TUNED_NET, GapResult, average_gap, gap_closed
 from alignez_eval.report.metrics import VALUES, HeadToHead, head_to_head
+from alignez_eval.report.shareable import shareable, shareable_text
 
 logger = logging.getLogger(__name__)
 
-FIGURES = ("net", "win_rate", "lc_win_rate", "win_pct", "tie_pct", "lose_pct")
+FIGURES = ("net", "win_rate", "length_adjusted_win_rate", "win_pct", "tie_pct", "lose_pct")
+# Before 0.1.x the length-adjusted win rate was called `lc_win_rate`, which read as AlpacaEval 2's
+# length-controlled win rate (a different estimator); readers of old reports map it with this.
+OLD_FIGURE_NAMES = {"lc_win_rate": "length_adjusted_win_rate"}
 CSV_COLUMNS = [
     "model", "candidate", "dataset", "judge", "mode", "n", "wins", "ties", "losses", "errors", "identical",
     "win_pct", "tie_pct", "lose_pct", "net", "net_lo", "net_hi", "win_rate", "win_rate_lo", "win_rate_hi",
-    "lc_win_rate", "lc_win_rate_lo", "lc_win_rate_hi", "mean_len_baseline", "mean_len_candidate",
+    "length_adjusted_win_rate", "length_adjusted_win_rate_lo", "length_adjusted_win_rate_hi", "mean_len_baseline", "mean_len_candidate",
     "swap_inconsistency", "tuned", "gap_closed", "gap_closed_lo", "gap_closed_hi", "gap_status",
 ]
 
@@ -193,22 +200,25 @@ def render_markdown(name: str, models: list[dict[str, Any]], extra: dict[str, An
                       f"{g.reason or ''} |\n")
             w("\n")
         w(f"### Head-to-head vs `{m['model']}` (judge mode: {m['mode']})\n\n")
-        w("Win/Tie/Lose in % of judged docs; Net = Win% - Lose%; win rate counts ties half; LC = "
-          "length-controlled win rate (at equal length); lengths in words; errors are excluded and counted.\n\n")
-        w("| candidate | dataset | mode | n | W/T/L % | Net [95% CI] | win rate [CI] | LC win rate [CI] | "
-          "len base / cand | swap-inconsistent | errors |\n")
+        w("Win/Tie/Lose in % of judged docs; Net = Win% - Lose%; win rate counts ties half; length-adjusted "
+          "(ours) = win rate at equal length from a logistic fit on this table's word-count differences, not "
+          "AlpacaEval 2's LC win rate; lengths in words; errors are excluded and counted.\n\n")
+        w("| candidate | dataset | mode | n | W/T/L % | Net [95% CI] | win rate [CI] | "
+          "length-adjusted win rate (ours) [CI] | len base / cand | swap-inconsistent | errors |\n")
         w("|---|---|---|---|---|---|---|---|---|---|---|\n")
         for r in m["rows"]:
             swap = "n/a" if r.swap_inconsistency is None else f"{100 * r.swap_inconsistency:.0f}%"
             w(f"| {r.candidate} | {r.dataset} | {r.mode} | {r.n} | {_f(r.win_pct, digits=0)}/{_f(r.tie_pct, digits=0)}/"
-              f"{_f(r.lose_pct, digits=0)} | {_ci(r, 'net', True)} | {_ci(r, 'win_rate')} | {_ci(r, 'lc_win_rate')} | "
+              f"{_f(r.lose_pct, digits=0)} | {_ci(r, 'net', True)} | {_ci(r, 'win_rate')} | "
+              f"{_ci(r, 'length_adjusted_win_rate')} | "
               f"{_f(r.mean_len_baseline, digits=0)} / {_f(r.mean_len_candidate, digits=0)} | {swap} | {r.errors} |\n")
         w("\n")
         notes = []
         for cand, info in man["candidates"].items():
             p = info["pairing"]
+            by = " by exact instruction text" if p.get("paired_by") == "instruction" else ""
             if p["missing_in_candidate"] or p["extra_in_candidate"]:
-                notes.append(f"`{cand}`: {p['paired']} docs paired; {len(p['missing_in_candidate'])} only in the "
+                notes.append(f"`{cand}`: {p['paired']} docs paired{by}; {len(p['missing_in_candidate'])} only in the "
                              f"baseline, {len(p['extra_in_candidate'])} only in the candidate (listed in "
                              f"{m['dir']}/manifest.json)")
             for note in info["run"].get("notes", []):
@@ -282,7 +292,7 @@ def lm_eval_results(name: str, models: list[dict[str, Any]], extra: dict[str, An
                 entry[f"gap_closed,{mode}"] = g.value if g.defined else "undefined"
             results[key] = entry
             versions[key] = prompt
-            higher[key] = {"net": True, "win_rate": True, "lc_win_rate": True, "win_pct": True, "lose_pct": False,
+            higher[key] = {"net": True, "win_rate": True, "length_adjusted_win_rate": True, "win_pct": True, "lose_pct": False,
                            "gap_closed": True, "errors": False, "swap_inconsistency": False}
         for cand, per in m["gaps"].items():
             g = per["average"]
@@ -324,14 +334,14 @@ def write_report(judgments_dir: str | Path | Sequence[str | Path], name: str, ou
     from alignez_eval.report.plots import plot_leaderboard
 
     plot_leaderboard(models, paths["png"], title=name)
-    atomic_write_text(paths["md"], render_markdown(name, models, extra, paths["png"].name))
+    atomic_write_text(paths["md"], shareable_text(render_markdown(name, models, extra, paths["png"].name)))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
     writer.writeheader()
     for row in _csv_rows(models):
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        writer.writerow({k: ("" if v is None else shareable(v)) for k, v in row.items()})
     atomic_write_text(paths["csv"], buf.getvalue())
-    results = lm_eval_results(name, models, extra)
+    results = shareable(lm_eval_results(name, models, extra))
     atomic_write_text(paths["json"], json.dumps(results, indent=2, ensure_ascii=False, default=str))
     logger.info("report written to %s", out)
     if wandb:

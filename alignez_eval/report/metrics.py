@@ -4,9 +4,12 @@ Verdict values per doc: win = +1, tie = 0, lose = -1 (errors excluded, counted).
   Win% / Tie% / Lose%    shares of judged docs, in percent
   Net                    Win% - Lose%  (= 100 * mean value; the paper's Delta%)
   win rate               100 * mean((value + 1) / 2): ties count half
-  LC win rate            length-controlled win rate: logistic regression of the preference
-                         (win 1, tie 0.5, lose 0) on the standardised length difference
-                         (candidate - baseline, in words), read at zero difference: 100 * sigmoid(b0)
+  length-adjusted win rate (ours)
+                         logistic regression of the preference (win 1, tie 0.5, lose 0) on the
+                         standardised length difference (candidate - baseline, in words) of this one
+                         head-to-head, read at zero difference: 100 * sigmoid(b0). NOT AlpacaEval 2's
+                         length-controlled win rate, whose GLM also fits per-instruction difficulty and
+                         model terms over many models' annotations (README "Metrics" says how they differ).
   swap inconsistency     share of pairwise-judged docs whose two orders disagreed
 Every figure gets a seeded paired-bootstrap 95% interval (docs resampled with replacement).
 """
@@ -21,7 +24,7 @@ import numpy as np
 from alignez_eval.report.bootstrap import DEFAULT_N_BOOT, bootstrap_indices, bootstrap_se, percentile_ci
 
 VALUES = {"win": 1.0, "tie": 0.0, "lose": -1.0}
-LC_RIDGE = 1e-2  # keeps the slope finite when length separates the outcomes perfectly
+LENGTH_ADJ_RIDGE = 1e-2  # keeps the slope finite when length separates the outcomes perfectly
 
 
 def net_win(values: np.ndarray) -> np.ndarray:
@@ -33,7 +36,7 @@ def win_rate(values: np.ndarray) -> np.ndarray:
     return 100.0 * np.mean((values + 1.0) / 2.0, axis=-1)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = LC_RIDGE, iters: int = 100) -> np.ndarray:
+def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = LENGTH_ADJ_RIDGE, iters: int = 100) -> np.ndarray:
     """Batched Newton fit of p = sigmoid(b0 + b1 x) to soft labels y in [0, 1].
     x, y: [B, n] -> beta [B, 2]. Penalty ridge/2 * b1^2 (and 1e-6 * b0^2, for all-win/all-lose data)."""
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
@@ -60,8 +63,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = LC_RIDGE, iters: i
     return beta
 
 
-def lc_win_rate(values: np.ndarray, len_diff: np.ndarray, scale: float | None = None) -> np.ndarray:
-    """Length-controlled win rate (percent) along the last axis; `scale` standardises the length
+def length_adjusted_win_rate(values: np.ndarray, len_diff: np.ndarray, scale: float | None = None) -> np.ndarray:
+    """Our length-adjusted win rate (percent) along the last axis; `scale` standardises the length
     difference (default: its standard deviation), which only conditions the fit."""
     values = np.atleast_2d(values)
     len_diff = np.atleast_2d(np.asarray(len_diff, dtype=np.float64))
@@ -89,7 +92,7 @@ class HeadToHead:
     lose_pct: float
     net: float
     win_rate: float
-    lc_win_rate: float
+    length_adjusted_win_rate: float
     mean_len_baseline: float
     mean_len_candidate: float
     swap_inconsistency: float | None
@@ -133,7 +136,7 @@ def head_to_head(records: list[dict[str, Any]], candidate: str, dataset: str, mo
         "lose_pct": 100.0 * losses / n,
         "net": float(net_win(values)),
         "win_rate": float(win_rate(values)),
-        "lc_win_rate": float(lc_win_rate(values, dlen, scale)[0]),
+        "length_adjusted_win_rate": float(length_adjusted_win_rate(values, dlen, scale)[0]),
     }
     idx = bootstrap_indices(n, n_boot, seed)
     bv, bd = values[idx], dlen[idx]
@@ -143,7 +146,7 @@ def head_to_head(records: list[dict[str, Any]], candidate: str, dataset: str, mo
         "lose_pct": 100.0 * (bv < 0).mean(1),
         "net": net_win(bv),
         "win_rate": win_rate(bv),
-        "lc_win_rate": lc_win_rate(bv, bd, scale),
+        "length_adjusted_win_rate": length_adjusted_win_rate(bv, bd, scale),
     }
     return HeadToHead(
         candidate=candidate, dataset=dataset, mode=mode, n=n, wins=wins, ties=ties, losses=losses, errors=errors,
