@@ -271,6 +271,7 @@ BAD = {
     "notext.json": ('[{"instruction": "a", "output_1": null, "output_2": "c", "preference": 1}]',
                     "row 0: output_1 is NoneType, not text"),
     "empty.json": ("[]", "holds no pairs"),
+    "object.json": ('{\n  "format": "alignez-eval-judge-agreement/1",\n  "overall": {}\n}\n', "holds one JSON object"),
 }
 
 

@@ -137,6 +137,14 @@ def _records(path: Path, text: str) -> tuple[str, list[tuple[int, str, Any]]]:
                             "list (AlpacaEval annotations.json) or JSONL with one pair per line") from None
         return "json", [(i, f"row {i}", r) for i, r in enumerate(data)]
     if body.startswith("{"):
+        if "\n" in body:  # a pretty-printed object (e.g. an agreement.json) is not JSONL
+            try:
+                whole = json.loads(body)
+            except json.JSONDecodeError:
+                whole = None
+            if isinstance(whole, dict):
+                raise DataError(f"{path} holds one JSON object, not pairs; the reference must be a JSON list "
+                                "(AlpacaEval annotations.json) or JSONL with one pair per line")
         out = []
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
