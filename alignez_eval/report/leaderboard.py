@@ -32,9 +32,6 @@ from alignez_eval.report.shareable import shareable, shareable_text
 logger = logging.getLogger(__name__)
 
 FIGURES = ("net", "win_rate", "length_adjusted_win_rate", "win_pct", "tie_pct", "lose_pct")
-# Before 0.1.x the length-adjusted win rate was called `lc_win_rate`, which read as AlpacaEval 2's
-# length-controlled win rate (a different estimator); readers of old reports map it with this.
-OLD_FIGURE_NAMES = {"lc_win_rate": "length_adjusted_win_rate"}
 CSV_COLUMNS = [
     "model", "candidate", "dataset", "judge", "mode", "n", "wins", "ties", "losses", "errors", "identical",
     "win_pct", "tie_pct", "lose_pct", "net", "net_lo", "net_hi", "win_rate", "win_rate_lo", "win_rate_hi",
