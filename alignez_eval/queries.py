@@ -152,14 +152,16 @@ def load_task_docs(task: str, data_files: str | dict[str, str] | None = None):  
         hint = f"did you mean {', '.join(close)}?" if close else f"available: {', '.join(sorted(names))}"
         raise ConfigError(f"unknown task {task!r} (and no such file); {hint}")
     if task not in tm.all_subtasks:
-        cfg = tm.task_index[task].cfg or {}
+        from alignez_eval.lm_eval_compat import task_config
+
+        cfg = task_config(tm, task)
         members = [m if isinstance(m, str) else str(m.get("task", m)) for m in cfg.get("task", [])]
         raise ConfigError(f"{task!r} is a group, not a task; pass one of its tasks, e.g. {', '.join(members[:4])}")
     spec: str | dict[str, Any] = task
     if data_files is not None:
-        from lm_eval.tasks._yaml_loader import load_yaml
+        from alignez_eval.lm_eval_compat import load_yaml, task_yaml_path
 
-        spec = _override_data(load_yaml(tm.task_index[task].yaml_path, resolve_func=True), data_files)
+        spec = _override_data(load_yaml(task_yaml_path(tm, task), resolve_func=True), data_files)
     try:
         return tm.load([spec])["tasks"][task]
     except (ConnectionError, OSError, ValueError) as exc:

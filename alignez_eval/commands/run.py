@@ -8,6 +8,7 @@ import sys
 
 from alignez_eval.editing.layers import SYNTAX
 from alignez_eval.errors import ConfigError
+from alignez_eval.lm_eval_compat import add_tasks_dir, cli_evaluate, split_top_level
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ def check_model_args(argv: list[str]) -> None:
     for value in values:
         if value.lstrip().startswith("{"):
             continue  # JSON
-        from lm_eval._cli.utils import split_top_level
-
         parts = split_top_level(value)
         for k, part in enumerate(parts):
             if "=" not in part and part.strip().lstrip("+-").replace("-", "").isdigit():
@@ -51,33 +50,11 @@ def build_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def add_tasks_dir(tasks_dir: str) -> None:
-    """Put our tasks on every TaskManager's include path, before the user's --include_path (later
-    paths override earlier ones, so a user's task of the same name wins). lm-eval 0.4.13's CLI
-    takes a single --include_path string and does not split it, hence this instead of argv."""
-    from lm_eval.tasks import manager
-
-    cls = manager.TaskManager
-    if getattr(cls.__init__, "_alignez_tasks_dir", None) == tasks_dir:
-        return
-    original = cls.__init__
-
-    def __init__(self, *args, include_path=None, **kwargs):  # type: ignore[no-untyped-def]
-        given = [] if include_path is None else list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
-        paths = [tasks_dir] + [p for p in given if str(p) != tasks_dir]
-        original(self, *args, include_path=paths, **kwargs)
-
-    __init__._alignez_tasks_dir = tasks_dir  # type: ignore[attr-defined]
-    cls.__init__ = __init__  # type: ignore[method-assign]
-
-
 def main(argv: list[str]) -> int:
     check_model_args(argv)
     from alignez_eval.lm_eval_compat import register, tasks_dir
 
     register()
-    from lm_eval.__main__ import cli_evaluate
-
     ours = tasks_dir()
     if ours is not None:
         add_tasks_dir(ours)
