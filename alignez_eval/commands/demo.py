@@ -51,7 +51,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="report name (default demo, or demo-full)")
     p.add_argument("--work-dir", type=Path, help="default runs/NAME")
     p.add_argument("--report-root", type=Path, default=Path("reports"))
-    p.add_argument("--dtype", default="bfloat16", help="dtype of the generating models")
+    p.add_argument("--dtype", default="auto",
+                   help="dtype of the generating models; auto: bfloat16 where bf16 matmul is fast (GPU, CPUs with "
+                        "native bf16), else float32 (decided by a short measurement; see alignez_eval.dtypes)")
     add_edit_args(p)
 
 
@@ -66,7 +68,9 @@ def main(args: argparse.Namespace) -> int:
     t_models = time.perf_counter() - t0
     logger.info("models ready in %.1f s (first-time preparation is timed separately from the demo)", t_models)
 
-    dtype = f"dtype={args.dtype}"
+    from alignez_eval.dtypes import resolve_dtype
+
+    dtype = f"dtype={resolve_dtype(args.dtype)}"
     fit = {**DEFAULT_FIT, **{k: v for k, v in fit_settings(args).items() if v is not None}}
     cfg = CompareConfig(
         base=f"pretrained={paths[BASE]},{dtype}",

@@ -120,9 +120,9 @@ class HFBackend:
 
             path = resolve_model_path(spec.model)
             self.device = torch.device(default_device(spec.device))
-            logger.info("loading judge %s (%s) on %s", spec.model, spec.dtype, self.device)
+            logger.info("loading judge %s (%s) on %s", spec.model, spec.resolved_dtype, self.device)
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(spec.dtype)).to(self.device)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(spec.resolved_dtype)).to(self.device)
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

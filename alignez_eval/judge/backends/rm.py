@@ -32,10 +32,10 @@ class RewardModelBackend:
 
             path = resolve_model_path(spec.model)
             self.device = torch.device(default_device(spec.device))
-            logger.info("loading reward model %s (%s) on %s", spec.model, spec.dtype, self.device)
+            logger.info("loading reward model %s (%s) on %s", spec.model, spec.resolved_dtype, self.device)
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, dtype=torch_dtype(spec.dtype)).to(self.device)
+                path, dtype=torch_dtype(spec.resolved_dtype)).to(self.device)
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
