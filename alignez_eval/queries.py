@@ -19,6 +19,8 @@ from alignez_eval.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
+# Fields every processed task document must carry to serve as a query (and to pair answers).
+QUERY_DOC_FIELDS: tuple[str, ...] = ("id", "instruction")
 # Field names accepted for the query text, in order of preference.
 TEXT_FIELDS: tuple[str, ...] = ("instruction", "query", "prompt")
 
@@ -104,9 +106,9 @@ def load_jsonl_queries(path: str | Path, limit: int | None = None) -> list[dict[
     return out
 
 
-def load_queries(spec: str, limit: int | None = None, *,
-                 data_files: str | dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Queries from a JSONL file or one of our lm-eval tasks.
+def load_queries(spec: str, limit: int | None = None, *, data_files: str | dict[str, str] | None = None,
+                 include_path: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Queries from a JSONL file or one of our lm-eval tasks (or a task under `include_path`).
 
     Every returned dict has at least `id` (str), `instruction` (str) and `category` (str, "" if none).
     `data_files` (tasks only) reads a local copy of the task's dataset split instead of the hub.
@@ -117,16 +119,17 @@ def load_queries(spec: str, limit: int | None = None, *,
         if data_files is not None:
             raise ConfigError("data_files applies to task names, not to a JSONL query file")
         return load_jsonl_queries(spec, limit)
-    return load_task_queries(spec, limit, data_files)
+    return load_task_queries(spec, limit, data_files, include_path)
 
 
-def _task_manager():  # -> lm_eval.tasks.TaskManager (imported lazily: lm-eval's import is slow)
+def _task_manager(include_path: tuple[str, ...] = ()):  # -> lm_eval.tasks.TaskManager (lazy: slow import)
     from lm_eval.tasks import TaskManager
 
     from alignez_eval import tasks_path
 
-    # Only our directory: indexing lm-eval's own few thousand YAMLs would add seconds for nothing.
-    return TaskManager(include_path=tasks_path(), include_defaults=False)
+    # Only our directory (then the user's): indexing lm-eval's own few thousand YAMLs would add
+    # seconds for nothing.
+    return TaskManager(include_path=[tasks_path(), *include_path], include_defaults=False)
 
 
 def _override_data(cfg: dict[str, Any], data_files: str | dict[str, str]) -> dict[str, Any]:
@@ -139,14 +142,15 @@ def _override_data(cfg: dict[str, Any], data_files: str | dict[str, str]) -> dic
     return out
 
 
-def load_task_docs(task: str, data_files: str | dict[str, str] | None = None):  # -> lm_eval Task
+def load_task_docs(task: str, data_files: str | dict[str, str] | None = None,
+                   include_path: tuple[str, ...] = ()):  # -> lm_eval Task
     """Build one of our lm-eval tasks (docs loaded and processed) through lm-eval's TaskManager.
 
     `data_files` (a path, or {split: path}) reads a local JSON/JSONL copy of the dataset instead of
     the hub, through the same YAML and processing: for offline mirrors and tests.
     """
-    tm = _task_manager()
-    names = [n for n in tm.all_subtasks if n.startswith("alignez_")]
+    tm = _task_manager(tuple(include_path))
+    names = [n for n in tm.all_subtasks if n.startswith("alignez_") or include_path]
     if task not in tm.all_tasks:
         close = difflib.get_close_matches(task, names, n=5, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else f"available: {', '.join(sorted(names))}"
@@ -162,8 +166,14 @@ def load_task_docs(task: str, data_files: str | dict[str, str] | None = None):  
         from alignez_eval.lm_eval_compat import load_yaml, task_yaml_path
 
         spec = _override_data(load_yaml(task_yaml_path(tm, task), resolve_func=True), data_files)
+    import jinja2
+
     try:
         return tm.load([spec])["tasks"][task]
+    except jinja2.TemplateError as exc:  # lm-eval renders the prompt of the first doc while building
+        raise DataError(f"task {task!r}: its prompt template fails on its documents ({exc}); each processed "
+                        f"document needs the fields the template uses, and {' and '.join(QUERY_DOC_FIELDS)} "
+                        "for alignez-eval") from exc
     except (ConnectionError, OSError, ValueError) as exc:
         if data_files is None and "alignez_embedded" not in task:
             raise DataError(f"could not load the dataset of {task!r} ({type(exc).__name__}: {exc}); without "
@@ -173,12 +183,19 @@ def load_task_docs(task: str, data_files: str | dict[str, str] | None = None):  
         raise DataError(f"could not load the documents of {task!r}: {exc}") from exc
 
 
-def load_task_queries(task: str, limit: int | None = None,
-                      data_files: str | dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Processed docs of one of our tasks, in the task's evaluation order."""
-    docs = load_task_docs(task, data_files).eval_docs
+def load_task_queries(task: str, limit: int | None = None, data_files: str | dict[str, str] | None = None,
+                      include_path: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Processed docs of one of our tasks (or a user's, under `include_path`), in evaluation order."""
+    docs = load_task_docs(task, data_files, include_path).eval_docs
     out: list[dict[str, Any]] = []
     for doc in docs:
+        missing = [f for f in QUERY_DOC_FIELDS if f not in doc]
+        if missing:
+            raise DataError(
+                f"task {task!r}: its documents have no {', '.join(repr(f) for f in missing)} field "
+                f"(doc {len(out)} has {', '.join(sorted(doc)) or 'no fields'}); alignez-eval needs `id` (unique, "
+                "the same in a task's base and chat variants) and `instruction` (the bare user query): add "
+                "them to the data or set them in the task's process_docs")
         rec = dict(doc)
         rec["id"] = str(rec["id"])
         rec["category"] = _category_of(rec)

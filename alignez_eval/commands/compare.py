@@ -84,11 +84,18 @@ def add_run_args(p: argparse.ArgumentParser, *, limit_default: int | None, batch
     p.add_argument("--judge-check-n", type=int, help="prompts of the judge check (default: its whole set)")
 
 
+def add_include_path_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--include_path", "--include-path", dest="include_path", action="append", default=[],
+                   metavar="DIR", help="a directory of your own task YAMLs (as lm_eval --include_path; "
+                   "repeatable): NAME and optionally NAME_base, docs with `id` and `instruction`")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.epilog = EPILOG
     p.add_argument("--base", required=True, help="model_args of the base model (pretrained=DIR|embedded name,...)")
     p.add_argument("--tuned", help="model_args of the tuned reference (its chat variant and template are used)")
     p.add_argument("--tasks", required=True, help="comma-separated datasets, e.g. alignez_embedded,alignez_oasst1")
+    add_include_path_arg(p)
     p.add_argument("--judge", required=True, help="judge spec, e.g. hf:qwen2.5-coder-1.5b-instruct or "
                    "openai:gpt-4o@https://api.openai.com/v1")
     p.add_argument("--name", required=True, help="report name: reports/NAME/")
@@ -124,6 +131,7 @@ def main(args: argparse.Namespace) -> int:
         work_dir=args.work_dir, report_root=args.report_root, edited_instruct=args.edit_instruct,
         judge_check=not args.no_judge_check, judge_check_n=args.judge_check_n,
         judge_reference=args.judge_reference, judge_reference_limit=args.judge_reference_limit,
+        include_path=tuple(args.include_path),
     )
     result = run_compare(cfg)
     if not result.report:  # a data-parallel rank other than 0

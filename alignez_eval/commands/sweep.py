@@ -8,6 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from alignez_eval.commands.compare import add_include_path_arg
+from alignez_eval.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 EPILOG = """\
@@ -30,12 +33,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", type=Path, help="default runs/sweep-NAME")
     p.add_argument("--report-root", type=Path, default=Path("reports"))
     p.add_argument("--no-wandb", action="store_true", help="do not log to wandb at all")
+    add_include_path_arg(p)  # added to the config's own `include_path:`
 
 
 def main(args: argparse.Namespace) -> int:
     from alignez_eval.pipeline.sweep_config import load_sweep, wandb_sweep_config
 
     if args.emit_wandb_sweep:
+        if args.include_path:
+            raise ConfigError("--include_path does not reach `wandb agent` runs (they read only the sweep YAML); "
+                              "put `include_path: [DIR]` in the sweep YAML instead")
         # Keep ${model:...} unexpanded: the agent resolves it on the machine that runs the point.
         cfg = load_sweep(args.config, resolve=False)
         native = wandb_sweep_config(cfg, args.config)
@@ -49,6 +56,8 @@ def main(args: argparse.Namespace) -> int:
     from alignez_eval.pipeline.sweep import SweepPipeline, rank_points
 
     cfg = load_sweep(args.config)
+    if args.include_path:
+        cfg.include_path = (*cfg.include_path, *args.include_path)
     res = SweepPipeline(cfg, work_dir=args.work_dir, report_root=args.report_root,
                         use_wandb=not args.no_wandb).run()
     print(f"\nsweep {cfg.name}: {len(res.points)} points ranked by {cfg.metric} on the sweep split")

@@ -30,6 +30,14 @@ from alignez_eval.pipeline.identity import (
     queries_fingerprint,
 )
 from alignez_eval.pipeline.steps import StepCache, StepResult, atomic_write_text, canonical_json, sha256_text
+from alignez_eval.pipeline.user_tasks import (
+    broken_yaml_hint,
+    check_generates,
+    check_same_documents,
+    is_user_task,
+    normalize_include_path,
+    task_source_sha,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +74,8 @@ class CompareConfig:
     # annotations.json / JSONL) to measure it on here, with this judge (`judge_reference_limit` pairs).
     judge_reference: Path | None = None
     judge_reference_limit: int | None = None
+    # directories of the user's own task YAMLs (lm-eval's --include_path), searched after ours
+    include_path: tuple[str, ...] = ()
     command: str | None = None
 
     def __post_init__(self) -> None:
@@ -84,6 +94,7 @@ class CompareConfig:
             raise ConfigError(f"unknown edit setting(s) {bad}; inference-time settings are {EDIT_SETTINGS}")
         self.edit = {k: v for k, v in self.edit.items() if v is not None}
         self.fit = {k: v for k, v in self.fit.items() if v is not None}
+        self.include_path = normalize_include_path(self.include_path)
         if self.judge_reference is not None:
             from alignez_eval.judge.agreement import is_agreement_file, load_reference
 
@@ -179,18 +190,22 @@ def has_chat_template(pretrained: str) -> bool:
     return bool(getattr(tok, "chat_template", None))
 
 
-def task_variants(tasks: list[str]) -> dict[str, tuple[str, str]]:
+def task_variants(tasks: list[str], include_path: tuple[str, ...] = ()) -> dict[str, tuple[str, str]]:
     """dataset -> (base-model variant, chat variant). A task without a `_base` twin serves both."""
-    known = set(task_manager(tuple(tasks)).all_tasks)
+    known = set(task_manager(tuple(tasks), include_path).all_tasks)
     out: dict[str, tuple[str, str]] = {}
     for t in tasks:
         chat = t[: -len(BASE_SUFFIX)] if t.endswith(BASE_SUFFIX) and t[: -len(BASE_SUFFIX)] in known else t
         if chat not in known:
             import difflib
 
-            close = difflib.get_close_matches(chat, sorted(n for n in known if n.startswith("alignez")), n=4)
-            raise ConfigError(f"unknown task {t!r}; " + (f"did you mean {', '.join(close)}?" if close else
-                              "list tasks with `lm_eval ls tasks --include_path $(alignez-eval tasks-path)`"))
+            pool = sorted(n for n in known if n.startswith("alignez") or include_path)
+            close = difflib.get_close_matches(chat, pool, n=4)
+            where = " ".join(["$(alignez-eval tasks-path)", *include_path])
+            raise ConfigError(f"unknown task {t!r}{broken_yaml_hint(chat, include_path)}; " + (
+                f"did you mean {', '.join(close)}?" if close else
+                f"list tasks with `lm_eval ls tasks --include_path {where}`" + (
+                    "" if include_path else " or add your own with --include_path DIR")))
         base = chat + BASE_SUFFIX if chat + BASE_SUFFIX in known else chat
         out[chat] = (base, chat)
     return out
@@ -220,10 +235,12 @@ class ComparePipeline:
         self.stats: dict[str, int] = {"model_loads": 0}
         self.judge_cache = cfg.work_dir / "judge_cache.sqlite"
         self._judge_model: tuple[Any, Any] | None = None
-        self.variants = task_variants(cfg.tasks)
-        from alignez_eval.queries import load_queries
-
-        self.all_queries = {ds: load_queries(chat) for ds, (_b, chat) in self.variants.items()}
+        self.variants = task_variants(cfg.tasks, cfg.include_path)
+        self.all_queries = {ds: self._load_queries(ds, base, chat) for ds, (base, chat) in self.variants.items()}
+        tm = task_manager(tuple(n for v in self.variants.values() for n in v), cfg.include_path)
+        # a user task's own files key its generations (ours are keyed by the package version)
+        self.task_sources = {n: sha for v in self.variants.values() for n in v
+                             if (sha := task_source_sha(tm, n)) is not None}
         self.positions = {ds: select_positions(len(q), cfg.limit, cfg.limit_mode) for ds, q in self.all_queries.items()}
         self.queries = {ds: [self.all_queries[ds][i] for i in pos] for ds, pos in self.positions.items()}
         self.models: dict[str, ModelEntry] = {}
@@ -247,6 +264,21 @@ class ComparePipeline:
             self.instruct_comparisons.append(Comparison(f"{cfg.name}-{label}", label, [f"{label}+alignez"]))
 
     # -- planning -------------------------------------------------------------------------------
+    def _load_queries(self, dataset: str, base: str, chat: str) -> list[dict[str, Any]]:
+        """The chat variant's queries; a user's task is also checked to generate and to list the
+        same documents, under the same ids, in both variants."""
+        from alignez_eval.queries import load_queries
+
+        inc = self.cfg.include_path
+        queries = load_queries(chat, include_path=inc)
+        tm = task_manager((base, chat), inc)
+        if is_user_task(tm, base) or is_user_task(tm, chat):
+            for name in {base, chat}:
+                check_generates(tm, name)
+            base_queries = queries if base == chat else load_queries(base, include_path=inc)
+            check_same_documents(dataset, base, chat, base_queries, queries)
+        return queries
+
     def _add_model(self, key: str, spec: str, chat: bool | None) -> None:
         args = parts.resolve_pretrained(parse_model_args(spec))
         if "pretrained" not in args:
@@ -275,10 +307,14 @@ class ComparePipeline:
                    doc_ids: list[str] | None = None) -> dict[str, Any]:
         e = self.models[system.model]
         qs = self.queries[dataset] if doc_ids is None else [q for q in self.queries[dataset] if q["id"] in set(doc_ids)]
-        return {"model": e.identity, "load_args": {k: v for k, v in e.load_args.items() if k != "pretrained"},
-                "edit": edit_sha, "edit_settings": edit_settings if edit_sha else None,
-                "task": self.task_for(system, dataset), "chat": e.chat, "queries": queries_fingerprint(qs),
-                "gen_kwargs": self.cfg.gen_kwargs, "seed": self.cfg.seed}
+        task = self.task_for(system, dataset)
+        inputs = {"model": e.identity, "load_args": {k: v for k, v in e.load_args.items() if k != "pretrained"},
+                  "edit": edit_sha, "edit_settings": edit_settings if edit_sha else None,
+                  "task": task, "chat": e.chat, "queries": queries_fingerprint(qs),
+                  "gen_kwargs": self.cfg.gen_kwargs, "seed": self.cfg.seed}
+        if task in self.task_sources:  # only then: our tasks' keys (and their caches) stay as they were
+            inputs["task_source"] = self.task_sources[task]
+        return inputs
 
     # -- steps ----------------------------------------------------------------------------------
     def fit_step(self, slot: ModelSlot, method: str, dataset: str, fit_settings: dict[str, Any] | None = None) -> StepResult:
@@ -313,7 +349,8 @@ class ComparePipeline:
             indices = sorted(pos[d] for d in wanted)
             meta = generate_run(lm, task=task, out_dir=out, model_args=format_model_args(recorded),
                                 doc_indices=indices, apply_chat_template=entry.chat,
-                                gen_kwargs=self.cfg.gen_kwargs, seed=self.cfg.seed)
+                                gen_kwargs=self.cfg.gen_kwargs, seed=self.cfg.seed,
+                                include_path=self.cfg.include_path)
             self.stats["generations"] = self.stats.get("generations", 0) + 1
             return {**meta, "system": system.name}
 
@@ -509,6 +546,7 @@ class ComparePipeline:
             "methods": self.cfg.methods, "edit": self.cfg.edit, "fit": self.cfg.fit,
             "gen_kwargs": self.cfg.gen_kwargs, "batch_size": self.cfg.batch_size, "seed": self.cfg.seed,
             "judge": self.cfg.judge, "alignez_eval": __version__,
+            **({"include_path": list(self.cfg.include_path)} if self.cfg.include_path else {}),
         }
 
     def write_manifest_summary(self) -> None:

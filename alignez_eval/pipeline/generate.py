@@ -19,22 +19,23 @@ from alignez_eval.pipeline.steps import sha256_file
 logger = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=2)
-def _task_manager(include_defaults: bool) -> Any:
+@functools.lru_cache(maxsize=4)
+def _task_manager(include_defaults: bool, include_path: tuple[str, ...] = ()) -> Any:
     from lm_eval.tasks import TaskManager
 
     from alignez_eval import tasks_path
 
-    return TaskManager(include_path=str(tasks_path()), include_defaults=include_defaults)
+    # The user's directories come after ours: lm-eval lets later paths override earlier ones.
+    return TaskManager(include_path=[str(tasks_path()), *include_path], include_defaults=include_defaults)
 
 
-def task_manager(tasks: tuple[str, ...] = ()) -> Any:
-    """A TaskManager (cached) that knows `tasks`: ours alone when they are all ours, since indexing
-    lm-eval's thousands of built-in YAMLs takes 10-20 s on a small machine."""
-    ours = _task_manager(False)
+def task_manager(tasks: tuple[str, ...] = (), include_path: tuple[str, ...] = ()) -> Any:
+    """A TaskManager (cached) that knows `tasks`: ours (and `include_path`'s) alone when that is
+    enough, since indexing lm-eval's thousands of built-in YAMLs takes 10-20 s on a small machine."""
+    ours = _task_manager(False, tuple(include_path))
     if all(t in ours.all_tasks for t in tasks):
         return ours
-    return _task_manager(True)
+    return _task_manager(True, tuple(include_path))
 
 
 def generate_run(
@@ -48,12 +49,13 @@ def generate_run(
     apply_chat_template: bool = False,
     gen_kwargs: dict[str, Any] | None = None,
     seed: int = 0,
+    include_path: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Generate `task` with `lm` into `out_dir` (an lm-eval output_path). Returns a small summary.
 
     `model_args` is only recorded (the results JSON's `config.model_args` and the run's directory
     name); the model itself is `lm`. `doc_indices` selects documents by position (lm-eval's
-    `samples=`) and excludes `limit`.
+    `samples=`) and excludes `limit`. `include_path`: directories of the user's own task YAMLs.
     """
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
@@ -69,7 +71,7 @@ def generate_run(
         evaluation_tracker=tracker,
         apply_chat_template=apply_chat_template,
         gen_kwargs=dict(gen_kwargs) if gen_kwargs else None,
-        task_manager=task_manager((task,)),
+        task_manager=task_manager((task,), tuple(include_path)),
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,

@@ -72,6 +72,7 @@ class SweepPipeline:
             base=cfg.base, tuned=cfg.tuned, tasks=cfg.tasks, judge=cfg.judge, name=cfg.name, methods=[],
             limit=cfg.limit, gen_kwargs=cfg.gen_kwargs, fit=cfg.fit, batch_size=cfg.batch_size, seed=cfg.seed,
             work_dir=work_dir or Path("runs") / f"sweep-{cfg.name}", report_root=report_root, command=command,
+            include_path=cfg.include_path,
         ))
         self.work_dir: Path = self.compare.cfg.work_dir  # type: ignore[assignment]
         self.report_root = report_root

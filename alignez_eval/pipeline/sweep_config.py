@@ -9,7 +9,7 @@ random search; a bare list is shorthand for `values`), so the same file can be e
 name: demo_alpha_layers
 base: pretrained=${model:gemma-3-270m},dtype=bfloat16
 tuned: pretrained=${model:smollm2-135m-instruct},dtype=bfloat16
-tasks: [alignez_embedded]
+tasks: [alignez_embedded]       # or your own tasks, with include_path: [DIR] (relative to this file)
 judge: hf:${model:qwen2.5-coder-1.5b-instruct}
 limit: 64
 heldout: 0.5          # fraction of prompts the sweep never sees; the best point is reported there
@@ -115,6 +115,7 @@ class SweepConfig:
     fit: dict[str, Any] = field(default_factory=dict)  # other fit settings for every point (FitSettings fields)
     batch_size: int = 16
     judge_batch_size: int | None = None
+    include_path: tuple[str, ...] = ()  # directories of the user's own task YAMLs
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -202,7 +203,7 @@ def parse_sweep(raw: dict[str, Any], source: Path | None = None) -> SweepConfig:
             raise ConfigError(f"{where}: missing `{req}`; see sweeps/demo_alpha_layers.yaml for a complete example")
     known = {"name", "base", "tuned", "tasks", "judge", "parameters", "fixed", "search", "method", "n_points",
              "count", "limit", "heldout", "seed", "metric", "wandb", "gen_kwargs", "fit", "batch_size",
-             "judge_batch_size", "description"}
+             "judge_batch_size", "description", "include_path"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
@@ -238,6 +239,10 @@ def parse_sweep(raw: dict[str, Any], source: Path | None = None) -> SweepConfig:
         raise ConfigError(f"{where}: metric gap_closed needs a `tuned` model; add one or use metric: net_win")
     wb = dict(raw.get("wandb") or {})
     name = str(raw.get("name") or (source.stem if source else "sweep"))
+    include = raw.get("include_path") or []
+    include = [include] if isinstance(include, str) else list(include)
+    # relative to the YAML, so the config works from any directory (and for `wandb agent`)
+    include_path = tuple(str((source.parent / d) if source is not None else Path(d)) for d in include)
     return SweepConfig(
         name=name,
         base=str(raw["base"]),
@@ -258,6 +263,7 @@ def parse_sweep(raw: dict[str, Any], source: Path | None = None) -> SweepConfig:
         fit=dict(raw.get("fit") or {}),
         batch_size=int(raw.get("batch_size", 16)),
         judge_batch_size=int(raw["judge_batch_size"]) if raw.get("judge_batch_size") else None,
+        include_path=include_path,
         source=source,
         raw=raw,
     )
