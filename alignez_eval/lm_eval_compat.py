@@ -42,15 +42,16 @@ INTERNAL_API: tuple[tuple[str, str], ...] = (
 )
 
 # HFLM methods model_adapters/alignez_hf.py overrides and calls through super(), with the
-# parameters it passes; and HFLM attributes it reads or sets (`_rank`/`_world_size` for data
-# parallel). A release that renames any of them breaks the adapter silently, so the test checks them.
+# parameters it passes; and HFLM attributes it reads or sets on every instance (`_rank` /
+# `_world_size` for data parallel; `accelerator`, set only under data parallel, is read with
+# getattr). A release that renames any of them breaks the adapter silently, so the test checks them.
 HFLM_OVERRIDES: dict[str, tuple[str, ...]] = {
     "_model_call": ("inps", "attn_mask", "labels"),
     "_model_generate": ("context", "max_length", "stop"),
     "_loglikelihood_tokens": ("requests", "disable_tqdm", "override_bs"),
 }
-HFLM_ATTRIBUTES: tuple[str, ...] = ("_rank", "_world_size", "accelerator", "backend", "mixed_precision_dtype",
-                                    "device", "model", "tokenizer", "max_length")
+HFLM_ATTRIBUTES: tuple[str, ...] = ("_rank", "_world_size", "backend", "mixed_precision_dtype", "device", "model",
+                                    "tokenizer", "max_length", "rank", "world_size")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,11 +105,12 @@ def cli_evaluate() -> None:
     run()
 
 
-def load_yaml(path: str | Path, *, resolve_func: bool = True) -> dict[str, Any]:
-    """A task YAML as lm-eval reads it: `include:` merged, `!function` resolved when asked."""
+def load_yaml(path: str | Path, *, resolve_func: bool = True, recursive: bool = True) -> dict[str, Any]:
+    """A task YAML as lm-eval reads it: `include:` merged (`recursive`), `!function` resolved
+    (`resolve_func`)."""
     from lm_eval.tasks._yaml_loader import load_yaml as load
 
-    return load(path, resolve_func=resolve_func)
+    return load(path, resolve_func=resolve_func, recursive=recursive)
 
 
 # ---------------------------------------------------------------------------------------------

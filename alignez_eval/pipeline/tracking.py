@@ -4,31 +4,72 @@ Works without an account: with no `WANDB_MODE` set and no API key, runs are writ
 `<dir>/wandb/offline-run-*` for a later `wandb sync`. One run per point (config = the point;
 metrics = gap closed, net win, their CIs, answer lengths; the leaderboard as a table and its plot
 as an image), grouped under the sweep's name; a summary run ranks the points.
+
+Needs wandb >= 0.19.10, the first release with `wandb.init(reinit="create_new")` (wandb's v0.19.10
+release notes, wandb/wandb#9562).
 """
 
 from __future__ import annotations
 
+import configparser
 import csv
 import logging
+import netrc
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+
+
+def wandb_base_url() -> str:
+    """The server wandb will talk to: $WANDB_BASE_URL, else the `base_url` that `wandb login --host`
+    saved in wandb's settings file, else wandb's cloud."""
+    if os.environ.get("WANDB_BASE_URL"):
+        return os.environ["WANDB_BASE_URL"]
+    config_dir = Path(os.environ.get("WANDB_CONFIG_DIR") or Path.home() / ".config" / "wandb")
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(config_dir / "settings", encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        logger.debug("unreadable wandb settings in %s: %s", config_dir, exc)
+    return parser.get("default", "base_url", fallback="") or DEFAULT_BASE_URL
+
+
+def _netrc_key(machine: str) -> bool:
+    """Whether the netrc file wandb reads has an API key for `machine` (looked up as wandb does:
+    $NETRC, else ~/.netrc; an unparsable file holds no key for wandb either)."""
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc").expanduser()
+    try:
+        creds = netrc.netrc(str(path)).authenticators(machine)
+    except (netrc.NetrcParseError, OSError, UnicodeDecodeError) as exc:
+        if path.exists():
+            logger.debug("wandb: cannot read %s (%s)", path, exc)
+        return False
+    return bool(creds and creds[2])
+
+
 def wandb_mode() -> str:
-    """`WANDB_MODE` if set; otherwise online only when credentials exist, so nothing ever prompts."""
+    """`WANDB_MODE` if set; otherwise online only when wandb will find an API key for its server
+    ($WANDB_API_KEY, or a netrc entry for the server of `wandb_base_url()`, self-hosted ones
+    included), so nothing ever prompts."""
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     if os.environ.get("WANDB_API_KEY"):
         return "online"
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    try:
-        if "api.wandb.ai" in netrc.read_text(encoding="utf-8"):
-            return "online"
-    except OSError:
-        pass
+    url = wandb_base_url()
+    # wandb keys its netrc entries by the URL's host[:port] (`wandb login --host` writes them so).
+    machine = urlsplit(url if "://" in url else f"https://{url}").netloc
+    if machine and _netrc_key(machine):
+        return "online"
+    if url.rstrip("/") != DEFAULT_BASE_URL:
+        logger.warning("wandb server %s is configured but no API key for it was found ($WANDB_API_KEY or a "
+                       "netrc entry `machine %s`); writing offline runs (`wandb login --host %s`, then "
+                       "`wandb sync` them)", url, machine, url)
     return "offline"
 
 
