@@ -58,12 +58,12 @@ def broken_yaml_hint(task: str, include_path: tuple[str, ...]) -> str:
 def is_user_task(tm: Any, name: str) -> bool:
     """Whether `name` comes from a user's directory rather than our packaged tasks."""
     from alignez_eval import tasks_path
+    from alignez_eval.lm_eval_compat import task_yaml_path
 
-    entry = tm.task_index.get(name)
-    path = getattr(entry, "yaml_path", None)
+    path = task_yaml_path(tm, name)
     if path is None:
         return False
-    return not Path(path).resolve().is_relative_to(Path(tasks_path()).resolve())
+    return not path.resolve().is_relative_to(Path(tasks_path()).resolve())
 
 
 def _yaml_and_includes(path: Path, seen: list[Path]) -> list[Path]:
@@ -85,9 +85,11 @@ def task_source_sha(tm: Any, name: str) -> str | None:
     """A hash of a user task's own files (its YAML, the YAMLs it includes, the Python helpers next
     to it), so that editing its prompt template reruns its generations, and only its own; None for
     our tasks, whose package version keys every step already."""
-    if not is_user_task(tm, name):
+    from alignez_eval.lm_eval_compat import task_yaml_path
+
+    yaml_path = task_yaml_path(tm, name)
+    if yaml_path is None or not is_user_task(tm, name):
         return None
-    yaml_path = Path(tm.task_index[name].yaml_path)
     files = _yaml_and_includes(yaml_path, [])
     files += sorted(f for f in yaml_path.resolve().parent.iterdir() if f.is_file() and f.suffix == ".py")
     h = hashlib.sha256()
@@ -98,8 +100,9 @@ def task_source_sha(tm: Any, name: str) -> str | None:
 
 def check_generates(tm: Any, name: str) -> None:
     """compare generates answers: a loglikelihood or multiple-choice task cannot be judged."""
-    cfg = getattr(tm.task_index.get(name), "cfg", None) or {}
-    kind = cfg.get("output_type", "generate_until")
+    from alignez_eval.lm_eval_compat import task_config
+
+    kind = task_config(tm, name).get("output_type", "generate_until")
     if kind != "generate_until":
         raise ConfigError(f"task {name!r} has output_type {kind!r}; compare and sweep judge generated answers, "
                           "so the task needs `output_type: generate_until`")
