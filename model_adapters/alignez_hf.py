@@ -53,6 +53,17 @@ def _is_none(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("none", ""))
 
 
+def _number(value: Any) -> Any:
+    """A model_args number as float; anything else (`alpha=abc`, a bool) goes to EditConfig
+    unchanged, which names it and the fix."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
 def _strip_pad(tokens: Sequence[int]) -> tuple[int, ...]:
     """lm-eval right-pads loglikelihood rows with token id 0 (`pad_and_concat`)."""
     end = len(tokens)
@@ -101,6 +112,8 @@ class AlignEZHFLM(HFLM):
         # Generation with a q̂ pre-pass (layers=auto or a gate) reuses its prompt KV cache (see
         # _gates_and_prompt_cache); off, generate runs its own full prefill after the pre-pass.
         self.reuse_prompt_cache = True
+        # bad settings (alpha=abc) fail here, before minutes of weight loading
+        _edit_config(alpha, layers, n_layers, positions, component, gate)
         super().__init__(pretrained, **kwargs)
         self._setup_data_parallel()
         self.layers_path = layers_path
@@ -150,14 +163,7 @@ class AlignEZHFLM(HFLM):
                 self._edit = Edit.load(Path(edit))
             else:
                 raise ConfigError(f"edit={edit!r}: pass a path to an edit artifact, or edit=none")
-        config = EditConfig(
-            alpha=float(alpha),
-            layers=layers,
-            n_layers=int(n_layers) if isinstance(n_layers, float) and n_layers.is_integer() else n_layers,
-            positions=str(positions).strip().lower(),
-            component=None if _is_none(component) else str(component),
-            gate=None if gate == ARTIFACT else ("none" if _is_none(gate) else str(gate)),
-        )
+        config = _edit_config(alpha, layers, n_layers, positions, component, gate)
         if self._edit is not None and self.backend != "causal":
             raise ConfigError(f"alignez-hf edits decoder-only models; this one loads as {self.backend}. "
                               "Use edit=none, or --model hf")
@@ -379,6 +385,18 @@ class AlignEZHFLM(HFLM):
             self.layer_usage.update(row)
         logger.debug("alignez-hf chosen layers per row: %s", gates.chosen)
         return gates
+
+
+def _edit_config(alpha: Any, layers: Any, n_layers: Any, positions: Any, component: Any, gate: Any) -> EditConfig:
+    """model_args as lm-eval's parser hands them over (strings, numbers, None) → a checked EditConfig."""
+    return EditConfig(
+        alpha=_number(alpha),
+        layers=layers,
+        n_layers=int(n_layers) if isinstance(n_layers, float) and n_layers.is_integer() else n_layers,
+        positions=str(positions).strip().lower(),
+        component=None if _is_none(component) else str(component),
+        gate=None if gate == ARTIFACT else ("none" if _is_none(gate) else str(gate)),
+    )
 
 
 def _prompt_cache_applies(plan: EditPlan, context: torch.Tensor, attn: Any, gen_kwargs: dict[str, Any]) -> bool:

@@ -286,6 +286,54 @@ def test_mismatched_artifact_is_refused(tiny_dir, tmp_path) -> None:
         AlignEZHFLM(pretrained=str(tiny_dir("llama")), device="cpu", edit=str(p))
 
 
+@pytest.mark.parametrize("alpha", ["abc", True])
+def test_alpha_not_a_number_is_refused_before_weights_load(tmp_path, alpha) -> None:
+    # pretrained does not exist: the alpha check must come first (it used to be a raw ValueError
+    # from float(alpha), and only after loading the weights)
+    with pytest.raises(ConfigError, match=rf"alpha={alpha!r} must be a finite number"):
+        AlignEZHFLM.create_from_arg_string(f"pretrained={tmp_path / 'no_model'},edit=none,alpha={alpha}")
+
+
+def test_alpha_not_a_number_through_simple_evaluate(llama, tiny_dir) -> None:
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    fixture_tasks = Path(__file__).parent / "fixtures" / "tasks"
+    with pytest.raises(ConfigError, match=r"alpha='abc' must be a finite number \(e.g. alpha=1.0\)"):
+        simple_evaluate(model="alignez-hf", model_args=f"pretrained={tiny_dir('llama')},edit=none,alpha=abc",
+                        tasks=["alignez_fixture_gen"], limit=1, device="cpu",
+                        task_manager=TaskManager(include_path=str(fixture_tasks)))
+    _, lm, _ = llama
+    with pytest.raises(ConfigError, match="alpha='abc'"):
+        lm.set_edit(alpha="abc")
+
+
+def test_nan_artifact_is_refused(llama, tmp_path) -> None:
+    _, lm, _ = llama
+    edit = random_edit(lm.model, seed=2)
+    edit.layers[2].harm[1, 0] = float("inf")
+    path = tmp_path / "inf.safetensors"
+    edit.save(path)
+    with pytest.raises(ArtifactError, match=r"layer.2.harm has 1 non-finite value"):
+        lm.set_edit(edit=str(path))
+    with pytest.raises(ArtifactError, match=r"layer.2.harm has 1 non-finite value"):
+        lm.set_edit(edit=edit)  # an in-memory Edit is checked as well
+    lm.set_edit(edit="none")
+
+
+def test_artifact_default_layers_outside_the_model_name_the_file(llama, tmp_path) -> None:
+    _, lm, _ = llama
+    edit = random_edit(lm.model, seed=2, default_layers="9")
+    path = tmp_path / "nine.safetensors"
+    edit.save(path)
+    with pytest.raises(ConfigError, match=rf"layer 9 in layers='9' is outside this model's 4 layers.*"
+                                          rf"default layers='9' stored in {path}; pass layers= to override"):
+        lm.set_edit(edit=str(path))
+    lm.set_edit(edit=str(path), layers="1-2")
+    assert lm.edit_plan is not None and lm.edit_plan.layers == (1, 2)
+    lm.set_edit(edit="none")
+
+
 def test_fit_seam_names_an_unknown_fit_spec(tiny_dir) -> None:
     # The seam is wired to alignez_eval.fit (tests/test_fit_adapter.py covers fitting itself).
     lm = AlignEZHFLM(pretrained=str(tiny_dir("llama")), device="cpu", fit="selfgen")

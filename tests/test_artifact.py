@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import struct
 from pathlib import Path
 
 import pytest
@@ -11,16 +13,20 @@ from safetensors.torch import save_file
 from tiny import make_model
 
 from alignez_eval.editing.architectures import hidden_size, num_layers
-from alignez_eval.editing.artifact import Edit, EditMeta, LayerEdit, file_sha256
+from alignez_eval.editing.artifact import CHECKSUM_KEY, METADATA_KEY, Edit, EditMeta, LayerEdit, file_sha256
 from alignez_eval.editing.random_edit import random_edit
 from alignez_eval.errors import ArtifactError
+
+
+def _unit(rows: int, d: int, g: torch.Generator) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.randn(rows, d, generator=g), dim=1)
 
 
 def _edit(d: int = 8, n: int = 3) -> Edit:
     g = torch.Generator().manual_seed(0)
     layers = {
-        0: LayerEdit(harm=torch.randn(2, d, generator=g), help=torch.randn(1, d, generator=g), stats={"kept": 3.0}),
-        2: LayerEdit(harm=torch.zeros(0, d), help=torch.randn(3, d, generator=g), steer=torch.randn(d, generator=g)),
+        0: LayerEdit(harm=_unit(2, d, g), help=_unit(1, d, g), stats={"kept": 3.0}),
+        2: LayerEdit(harm=torch.zeros(0, d), help=_unit(3, d, g), steer=torch.randn(d, generator=g)),
     }
     meta = EditMeta(method="v2", rule="alignez", component="mlp", hidden_size=d, num_layers=n, model="m",
                     gate="paper", n_layers=2, fit={"data_sha256": "abc", "pairs": 7})
@@ -61,7 +67,9 @@ def test_mismatch_errors_name_both_shapes() -> None:
     with pytest.raises(ArtifactError, match="fitted on 3 layers.*has 4"):
         e.check_model(8, 4)
     e.meta.num_layers = 2
-    with pytest.raises(ArtifactError, match=r"layers \[2\] outside 0..1"):
+    e.path = "e.safetensors"
+    with pytest.raises(ArtifactError, match=r"'e.safetensors' has directions for layers \[2\], outside the model's "
+                                            r"layers 0..1.*re-create it with `alignez-eval fit`"):
         e.check_model(8, 2)
 
 
@@ -102,3 +110,115 @@ def test_missing_corrupt_and_foreign_files(tmp_path: Path) -> None:
               metadata={"alignez": meta.replace('"alignez"', '"mystery"')})
     with pytest.raises(ArtifactError, match="unknown edit rule 'mystery'"):
         Edit.load(bad_rule)
+
+
+# ---- bad values never load silently (issue 12 item 7) ------------------------------------------
+def _data_start(raw: bytes) -> int:
+    """Offset of the first tensor byte: safetensors = u64 header length, JSON header, data."""
+    return 8 + struct.unpack("<Q", raw[:8])[0]
+
+
+@pytest.mark.parametrize("tensor,value", [("help", float("nan")), ("harm", float("inf")),
+                                          ("help", float("-inf")), ("steer", float("nan"))])
+def test_non_finite_values_are_refused(tmp_path: Path, tensor: str, value: float) -> None:
+    e = _edit()
+    layer = 2 if tensor == "steer" else 0
+    getattr(e.layers[layer], tensor).view(-1)[0] = value
+    path = tmp_path / "e.safetensors"
+    e.save(path)  # a valid checksum over the bad values: the value check itself must fire
+    with pytest.raises(ArtifactError, match=rf"'{path}': layer.{layer}.{tensor} has 1 non-finite value.*"
+                                            "re-create it with `alignez-eval fit`"):
+        Edit.load(path)
+
+
+def test_corrupted_tensor_bytes_under_an_intact_header(tmp_path: Path) -> None:
+    path = tmp_path / "e.safetensors"
+    _edit().save(path)
+    raw = bytearray(path.read_bytes())
+    start = _data_start(bytes(raw))
+    raw[start + 5] ^= 0x01  # one bit of one float: still finite, still readable
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="do not match the checksum stored with them.*alignez-eval fit"):
+        Edit.load(path)
+
+
+def test_non_unit_directions_are_refused(tmp_path: Path) -> None:
+    e = _edit()
+    e.layers[2].help[1] *= 1.5
+    path = tmp_path / "e.safetensors"
+    e.save(path)
+    with pytest.raises(ArtifactError, match=r"row 1 of layer.2.help has norm 1.5, but the alignez rule needs "
+                                            "unit-norm directions"):
+        Edit.load(path)
+    # the additive rule applies only the shift: its (empty or not) Θ rows are not checked
+    add = _edit()
+    add.meta.rule = "add"
+    add.layers[0].help[0] *= 3.0
+    add.save(path)
+    assert Edit.load(path).meta.rule == "add"
+
+
+def test_checksum_is_stored_and_old_files_load_with_a_warning(tmp_path: Path, caplog) -> None:
+    from safetensors import safe_open
+
+    path = tmp_path / "e.safetensors"
+    e = _edit()
+    e.save(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    assert len(meta[CHECKSUM_KEY]) == 64
+    old = tmp_path / "old.safetensors"
+    tensors = {f"layer.{i}.{n}": getattr(le, n) for i, le in e.layers.items() for n in ("harm", "help", "steer")
+               if getattr(le, n) is not None}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(old), metadata={METADATA_KEY: meta[METADATA_KEY]})
+    with caplog.at_level(logging.WARNING, logger="alignez_eval.editing.artifact"):
+        back = Edit.load(old)
+    assert torch.equal(back.layers[0].harm, e.layers[0].harm)
+    assert any("no tensor checksum" in r.getMessage() and str(old) in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alignez_eval.editing.artifact"):
+        Edit.load(path)
+    assert not caplog.records
+    # an old file still gets the value checks
+    tensors["layer.0.help"] = torch.full_like(tensors["layer.0.help"], float("nan"))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(old), metadata={METADATA_KEY: meta[METADATA_KEY]})
+    with pytest.raises(ArtifactError, match="non-finite"):
+        Edit.load(old)
+
+
+def test_layer_outside_the_files_own_layer_count(tmp_path: Path) -> None:
+    e = _edit(n=3)
+    e.layers[5] = e.layers.pop(2)
+    path = tmp_path / "e.safetensors"
+    e.save(path)
+    with pytest.raises(ArtifactError, match=rf"'{path}' has directions for layers \[5\], outside its own "
+                                            r"num_layers=3 \(0..2\).*re-create it with `alignez-eval fit`"):
+        Edit.load(path)
+
+
+def test_save_layers_sharing_one_tensor(tmp_path: Path) -> None:
+    """A hand-built CAA edit: one shift (and one empty basis) object reused by every layer."""
+    d = 8
+    shift = torch.randn(d)
+    empty = torch.zeros(0, d)
+    layers = {i: LayerEdit(harm=empty, help=empty, steer=shift) for i in range(3)}
+    e = Edit(meta=EditMeta(method="caa", rule="add", component="mlp", hidden_size=d, num_layers=3), layers=layers)
+    path = tmp_path / "caa.safetensors"
+    e.save(path)
+    back = Edit.load(path)
+    assert all(torch.equal(back.layers[i].steer, shift) for i in range(3))
+    # one basis tensor shared as Θ_help by two layers
+    basis = torch.eye(d)[:2]
+    e2 = Edit(meta=EditMeta(method="v2", rule="alignez", component="mlp", hidden_size=d, num_layers=3),
+              layers={0: LayerEdit(harm=basis, help=basis), 1: LayerEdit(harm=basis[:1], help=basis)})
+    e2.save(path)
+    assert torch.equal(Edit.load(path).layers[1].help, basis)
+
+
+def test_tensor_names_not_written_by_alignez_eval(tmp_path: Path) -> None:
+    meta = json.dumps({"method": "v2", "rule": "alignez", "component": "mlp", "hidden_size": 8, "num_layers": 2})
+    path = tmp_path / "odd.safetensors"
+    save_file({"layer.x.harm": torch.zeros(0, 8), "layer.0.help": torch.eye(8)[:1]}, str(path),
+              metadata={"alignez": meta})
+    with pytest.raises(ArtifactError, match=r"tensors \['layer.x.harm'\] that are not layer.<i>.harm\|help\|steer"):
+        Edit.load(path)

@@ -98,3 +98,49 @@ def test_build_argv_inserts_run() -> None:
     assert build_argv(["--model", "hf"]) == ["run", "--model", "hf"]
     assert build_argv(["run", "--model", "hf"]) == ["run", "--model", "hf"]
     assert build_argv(["ls", "tasks"]) == ["ls", "tasks"]
+
+
+# ---- bad input ends in one line and a non-zero exit (issue 12 item 7) -------------------------
+def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "alignez_eval", "run", *args], capture_output=True, text=True, cwd=cwd, timeout=400,
+        env={**os.environ, "ALIGNEZ_EVAL_NO_AUTOLOAD": "1"},
+    )
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
+
+
+def test_unknown_task_is_one_line_naming_it_and_how_to_list(tmp_path: Path) -> None:
+    proc = _run_cli(["--model", "alignez-hf", "--model_args", "pretrained=x", "--tasks", "no_such_task"], tmp_path)
+    line = _one_error_line(proc)
+    assert "no_such_task" in line and "alignez-eval run ls tasks" in line
+
+
+def test_alpha_not_a_number_is_one_line(tiny_dir, tmp_path: Path) -> None:
+    proc = _run_cli(["--model", "alignez-hf", "--model_args", f"pretrained={tiny_dir('llama')},edit=none,alpha=abc",
+                     "--tasks", "alignez_fixture_gen", "--include_path", str(FIXTURE_TASKS), "--limit", "1",
+                     "--device", "cpu"], tmp_path)
+    assert "alpha='abc' must be a finite number" in _one_error_line(proc)
+
+
+def test_nan_artifact_is_one_line_and_writes_no_results(tiny_dir, tmp_path: Path) -> None:
+    from tiny import make_model
+
+    model, _ = make_model("llama")
+    edit = random_edit(model, seed=3)
+    edit.layers[1].help[0, 3] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    edit.save(path)
+    out = tmp_path / "D"
+    proc = _run_cli(["--model", "alignez-hf", "--model_args", f"pretrained={tiny_dir('llama')},edit={path}",
+                     "--tasks", "alignez_fixture_gen", "--include_path", str(FIXTURE_TASKS), "--limit", "1",
+                     "--device", "cpu", "--output_path", str(out)], tmp_path)
+    line = _one_error_line(proc)
+    assert "layer.1.help has 1 non-finite value" in line and str(path) in line
+    assert not list(tmp_path.rglob("results_*.json"))

@@ -47,11 +47,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="SQLite judgment cache (default: DIR/cache.sqlite); share it across runs to reuse judgments")
     parser.add_argument("--mode", choices=["pairwise", "single"], default=None, help="override the spec's mode")
     parser.add_argument("--margin", type=float, default=None, help="override the spec's tie margin")
+    parser.add_argument("--max-error-rate", type=float, default=0.2, metavar="SHARE",
+                        help="exit non-zero when more than this share of a candidate's judgments failed "
+                             "(default 0.2); a run in which no judgment succeeded always does")
 
 
 def main(args: argparse.Namespace) -> int:
     from alignez_eval.judge import judge_runs, load_run, parse_judge_spec
 
+    if not 0 <= args.max_error_rate <= 1:
+        raise ConfigError(f"--max-error-rate {args.max_error_rate:g} is a share of judgments; pass one in 0..1")
     spec = parse_judge_spec(args.judge)
     if args.mode or args.margin is not None:
         data = spec.public_dict()
@@ -82,4 +87,31 @@ def main(args: argparse.Namespace) -> int:
     s = manifest["stats"]
     print(f"  {int(s['calls'])} judge calls, {int(s['cache_hits'])} cached, cost ${s['cost_usd']:.4f}; "
           f"judgments in {out}")
+    check_errors(out, manifest, args.max_error_rate)
     return 0
+
+
+def check_errors(out: Path, manifest: dict, max_error_rate: float) -> None:
+    """A judge that failed (bad key, unknown model, a server refusing every request) must not end
+    in exit 0 with a leaderboard of errors: raise with the first error the judge returned."""
+    from alignez_eval.errors import JudgeError
+    from alignez_eval.judge.runner import read_jsonl
+
+    first: str | None = None
+    judged = failed = 0
+    too_many: list[str] = []
+    for name, info in manifest["candidates"].items():
+        records = read_jsonl(out / info["file"])
+        errors = [r for r in records if r.get("verdict") == "error"]
+        if errors and first is None:
+            first = " ".join(str(errors[0].get("error") or "no message").split())[:400]
+        judged += sum(1 for r in records if not r.get("identical"))  # identical answers need no call
+        failed += len(errors)
+        if records and len(errors) / len(records) > max_error_rate:
+            too_many.append(f"{name}: {len(errors)} of {len(records)}")
+    fix = "fix the judge (URL, API key, model name) and rerun"
+    if judged and failed >= judged:
+        raise JudgeError(f"no judgment succeeded ({failed} failed); first error: {first}; {fix}")
+    if too_many:
+        raise JudgeError(f"judgments failed ({'; '.join(too_many)}), more than --max-error-rate "
+                         f"{max_error_rate:g}; first error: {first}; {fix}")

@@ -67,6 +67,21 @@ def main(argv: list[str]) -> int:
     except SystemExit as exc:  # argparse errors and lm-eval's own exits
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except ValueError as exc:
+        missing = _missing_tasks(exc)
+        if missing is None:
+            raise
+        raise ConfigError(
+            f"no task named {missing} (nor a YAML file of that name); list the available tasks with "
+            "`alignez-eval run ls tasks` (add --include_path DIR to include your own task YAMLs)"
+        ) from exc
     finally:
         sys.argv = old
     return 0
+
+
+def _missing_tasks(exc: ValueError) -> str | None:
+    """The task names of lm-eval's "Tasks not found: a, b" (lm_eval.config.evaluate_config), else None."""
+    text = str(exc)
+    prefix = "Tasks not found: "
+    return text[len(prefix):].strip() if text.startswith(prefix) else None

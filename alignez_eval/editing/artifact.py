@@ -4,7 +4,12 @@ File layout (no pickle anywhere):
   tensors   layer.{i}.harm   (k_harm, d) float32, orthonormal rows (may have 0 rows)
             layer.{i}.help   (k_help, d) float32, orthonormal rows (may have 0 rows)
             layer.{i}.steer  (d,)        float32, only for additive rules (CAA, ITI)
-  metadata  {"alignez": JSON of EditMeta, with per-layer stats under "layer_stats"}
+  metadata  {"alignez": JSON of EditMeta, with per-layer stats under "layer_stats",
+             "alignez_tensors_sha256": sha256 over every tensor's name, dtype, shape and bytes}
+
+`Edit.load` refuses a file whose tensors do not match that checksum (bytes corrupted under an
+intact header), non-finite values, and Θ rows that are not unit vectors; files written before the
+checksum existed load with a warning.
 """
 
 from __future__ import annotations
@@ -12,8 +17,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +34,16 @@ from alignez_eval import __version__
 from alignez_eval.editing.rules import RULES
 from alignez_eval.errors import ArtifactError
 
+logger = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 METADATA_KEY = "alignez"
+CHECKSUM_KEY = "alignez_tensors_sha256"
+# |‖θ‖ − 1| allowed for a basis row: float32 SVD bases are unit to ~1e-6; 1e-3 leaves room for
+# bases cast through bf16 and back, and still catches rows that were never normalised.
+UNIT_NORM_TOL = 1e-3
+_WARNED_NO_CHECKSUM: set[str] = set()
+_TENSOR_NAME = re.compile(r"^layer\.\d+\.(harm|help|steer)$")
 COMPONENTS = ("mlp", "block")
 GATES = ("paper", "flipped", "none")
 
@@ -75,24 +91,62 @@ class Edit:
     meta: EditMeta
     layers: dict[int, LayerEdit]
     sha256: str = ""  # of the file it was loaded from / saved to
+    path: str = ""  # the file it was loaded from / saved to, for messages
 
     # ---- validation -------------------------------------------------------------------------
+    def _name(self) -> str:
+        return f"edit artifact {self.path!r}" if self.path else "edit artifact"
+
     def check_model(self, hidden_size: int, num_layers: int, where: str = "the model") -> None:
         """Refuse an artifact fitted on another architecture, naming both shapes."""
         if self.meta.hidden_size != hidden_size:
             raise ArtifactError(
-                f"edit artifact was fitted with hidden size {self.meta.hidden_size} "
+                f"{self._name()} was fitted with hidden size {self.meta.hidden_size} "
                 f"(model {self.meta.model or '?'}), but {where} has hidden size {hidden_size}; "
                 "fit a new artifact on this model with `alignez-eval fit`"
             )
         if self.meta.num_layers != num_layers:
             raise ArtifactError(
-                f"edit artifact was fitted on {self.meta.num_layers} layers (model {self.meta.model or '?'}), "
+                f"{self._name()} was fitted on {self.meta.num_layers} layers (model {self.meta.model or '?'}), "
                 f"but {where} has {num_layers}; fit a new artifact on this model with `alignez-eval fit`"
             )
-        bad = [i for i in self.layers if not 0 <= i < num_layers]
+        bad = sorted(i for i in self.layers if not 0 <= i < num_layers)
         if bad:
-            raise ArtifactError(f"edit artifact names layers {bad} outside 0..{num_layers - 1}")
+            raise ArtifactError(
+                f"{self._name()} has directions for layers {bad}, outside {where}'s layers 0..{num_layers - 1} "
+                "(its tensors disagree with its own num_layers); the file is inconsistent — "
+                "re-create it with `alignez-eval fit` on this model"
+            )
+
+    def validate(self) -> None:
+        """Refuse values the hooks would turn into NaN logits or empty generations without a word:
+        non-finite entries anywhere, and Θ rows that are not unit vectors (the rules assume them)."""
+        fix = "the file is corrupt or came from a failed fit — re-create it with `alignez-eval fit`"
+        for i, le in sorted(self.layers.items()):
+            named = [("harm", le.harm), ("help", le.help)] + ([] if le.steer is None else [("steer", le.steer)])
+            for name, t in named:
+                if t.numel() and not bool(torch.isfinite(t).all()):
+                    n_bad = int((~torch.isfinite(t)).sum())
+                    raise ArtifactError(
+                        f"{self._name()}: layer.{i}.{name} has {n_bad} non-finite value(s) (NaN or ±inf); {fix}"
+                    )
+            if le.steer is not None and tuple(le.steer.shape) != (self.meta.hidden_size,):
+                raise ArtifactError(
+                    f"{self._name()}: layer.{i}.steer has shape {tuple(le.steer.shape)}, "
+                    f"expected ({self.meta.hidden_size},); {fix}"
+                )
+            if self.meta.rule == "add":
+                continue  # the shift alone is applied; Θ rows are not used
+            for name, t in (("harm", le.harm), ("help", le.help)):
+                if not t.shape[0]:
+                    continue
+                norms = t.detach().to(torch.float64).norm(dim=1)
+                worst = int((norms - 1).abs().argmax())
+                if abs(float(norms[worst]) - 1) > UNIT_NORM_TOL:
+                    raise ArtifactError(
+                        f"{self._name()}: row {worst} of layer.{i}.{name} has norm {float(norms[worst]):.6g}, "
+                        f"but the {self.meta.rule} rule needs unit-norm directions; {fix}"
+                    )
 
     # ---- I/O --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> str:
@@ -101,24 +155,32 @@ class Edit:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, torch.Tensor] = {}
         stats: dict[str, dict[str, float]] = {}
+
+        def own(t: torch.Tensor) -> torch.Tensor:
+            # a copy of its own: safetensors refuses tensors that share memory (one shift or one
+            # basis reused by several layers of a hand-built edit)
+            return t.detach().to(device="cpu", dtype=torch.float32, copy=True).contiguous()
+
         for i, le in sorted(self.layers.items()):
-            tensors[f"layer.{i}.harm"] = le.harm.detach().to(torch.float32).contiguous().cpu()
-            tensors[f"layer.{i}.help"] = le.help.detach().to(torch.float32).contiguous().cpu()
+            tensors[f"layer.{i}.harm"] = own(le.harm)
+            tensors[f"layer.{i}.help"] = own(le.help)
             if le.steer is not None:
-                tensors[f"layer.{i}.steer"] = le.steer.detach().to(torch.float32).contiguous().cpu()
+                tensors[f"layer.{i}.steer"] = own(le.steer)
             if le.stats:
                 stats[str(i)] = le.stats
         meta = dataclasses.asdict(self.meta)
         meta["layer_stats"] = stats
+        metadata = {METADATA_KEY: json.dumps(meta, sort_keys=True), CHECKSUM_KEY: tensors_sha256(tensors)}
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+            save_file(tensors, tmp, metadata=metadata)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         self.sha256 = file_sha256(path)
+        self.path = str(path)
         return self.sha256
 
     @classmethod
@@ -132,7 +194,8 @@ class Edit:
         try:
             tensors = load_file(str(path))
             with safe_open(str(path), framework="pt") as f:
-                raw_meta = (f.metadata() or {}).get(METADATA_KEY)
+                file_meta = f.metadata() or {}
+            raw_meta = file_meta.get(METADATA_KEY)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise ArtifactError(
                 f"edit artifact {str(path)!r} is not a readable safetensors file ({exc}); "
@@ -155,8 +218,27 @@ class Edit:
                 f"edit artifact {str(path)!r} has format version {meta.format_version}; this alignez-eval "
                 f"reads up to {FORMAT_VERSION} — upgrade alignez-eval"
             )
+        stored = file_meta.get(CHECKSUM_KEY)
+        if stored is None and str(path) not in _WARNED_NO_CHECKSUM:
+            _WARNED_NO_CHECKSUM.add(str(path))  # once per file: a sweep reloads the same artifact often
+            logger.warning(
+                "edit artifact %r carries no tensor checksum (written by an older alignez-eval), so corrupted "
+                "bytes cannot be detected beyond the value checks; re-save it (Edit.load(p).save(p)) to add one",
+                str(path),
+            )
+        elif stored is not None and stored != tensors_sha256(tensors):
+            raise ArtifactError(
+                f"edit artifact {str(path)!r}: its tensors do not match the checksum stored with them "
+                "(the file's bytes were changed after it was written); re-create it with `alignez-eval fit`"
+            )
         layers: dict[int, LayerEdit] = {}
-        idx = sorted({int(k.split(".")[1]) for k in tensors if k.startswith("layer.")})
+        strange = sorted(k for k in tensors if not _TENSOR_NAME.match(k))
+        if strange:
+            raise ArtifactError(
+                f"edit artifact {str(path)!r} holds tensors {strange[:5]} that are not layer.<i>.harm|help|steer; "
+                "it was not written by alignez-eval — re-create it with `alignez-eval fit`"
+            )
+        idx = sorted({int(k.split(".")[1]) for k in tensors})
         for i in idx:
             try:
                 harm, help_ = tensors[f"layer.{i}.harm"], tensors[f"layer.{i}.help"]
@@ -171,7 +253,16 @@ class Edit:
             layers[i] = LayerEdit(
                 harm=harm, help=help_, steer=tensors.get(f"layer.{i}.steer"), stats=layer_stats.get(str(i), {})
             )
-        return cls(meta=meta, layers=layers, sha256=file_sha256(path))
+        outside = [i for i in idx if not 0 <= i < meta.num_layers]
+        if outside:
+            raise ArtifactError(
+                f"edit artifact {str(path)!r} has directions for layers {outside}, outside its own "
+                f"num_layers={meta.num_layers} (0..{meta.num_layers - 1}); the file is inconsistent — "
+                "re-create it with `alignez-eval fit`"
+            )
+        edit = cls(meta=meta, layers=layers, sha256=file_sha256(path), path=str(path))
+        edit.validate()
+        return edit
 
     def describe(self) -> dict[str, Any]:
         """Short summary for logs and lm-eval's results `config`."""
@@ -186,6 +277,16 @@ class Edit:
             "model": self.meta.model,
             "sha256": self.sha256,
         }
+
+
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Checksum of the tensors as stored: name, dtype, shape and raw bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

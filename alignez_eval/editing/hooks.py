@@ -112,6 +112,7 @@ def prepare_plan(
     """Check the artifact against the model and put its bases on the model's device and dtype."""
     n_model = num_layers(model, layers_path)
     edit.check_model(hidden_size(model), n_model)
+    edit.validate()  # also for an Edit built in memory rather than loaded
     meta = edit.meta
     component = config.component or meta.component
     if component != meta.component:
@@ -129,7 +130,14 @@ def prepare_plan(
     if isinstance(spec, str) and spec.strip().strip("'\"").lower() == ALL:
         layers: str | tuple[int, ...] = fitted  # every layer that has directions
     else:
-        layers = parse_layers(resolve_probe(spec, meta.fit.get("probe_ranking"), fitted), n_model)
+        try:
+            layers = parse_layers(resolve_probe(spec, meta.fit.get("probe_ranking"), fitted), n_model)
+        except ConfigError as exc:
+            if config.layers is not None:
+                raise
+            # the spec is the artifact's stored default, not something the user typed: say where it is
+            raise ConfigError(f"{exc} — this is the default layers={meta.layers!r} stored in "
+                              f"{edit.path or 'the edit artifact'}; pass layers= to override it") from exc
     if layers == AUTO:
         if meta.rule == "add":
             raise ConfigError(

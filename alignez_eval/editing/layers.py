@@ -32,7 +32,8 @@ def _resolve(i: int, num_layers: int, spec: object) -> int:
     if not 0 <= j < num_layers:
         raise ConfigError(
             f"layer {i} in layers={spec!r} is outside this model's {num_layers} layers "
-            f"(valid: 0..{num_layers - 1} or -{num_layers}..-1)"
+            f"(valid: 0..{num_layers - 1} or -{num_layers}..-1); pass layers within that range, "
+            "or layers=auto|all"
         )
     return j
 

@@ -141,13 +141,11 @@ def generate_texts(
         pad_id = tokenizer.pad_token_id
     device = model_device(model)
     enc = {k: v.to(device) for k, v in enc.items()}
-    kwargs: dict[str, Any] = dict(
-        max_new_tokens=max_new_tokens,
-        do_sample=sampling.do_sample,
-        pad_token_id=pad_id,
-        stop_strings=[m for m in turn_markers() if m.strip()],
-        tokenizer=tokenizer,
-    )
+    stops = [m for m in turn_markers() if m.strip()]
+    criteria = stop_string_criteria(tokenizer, stops)
+    kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=sampling.do_sample, pad_token_id=pad_id)
+    if criteria is not None:
+        kwargs["stopping_criteria"] = criteria
     if sampling.do_sample:
         kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p)
     else:
@@ -162,4 +160,30 @@ def generate_texts(
         torch.manual_seed(seed)
         out = model.generate(**enc, **kwargs)
     new = out[:, enc["input_ids"].shape[1]:]
-    return tokenizer.batch_decode(new, skip_special_tokens=True)
+    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+    return texts if criteria is not None else [cut_after_stop(t, stops) for t in texts]
+
+
+def stop_string_criteria(tokenizer: Any, stops: list[str]) -> Any:
+    """transformers' StopStringCriteria for `stops`, or None where it cannot be built: it derives
+    each token's text from the vocabulary's layout (byte-level or SentencePiece pieces) and fails on
+    others, e.g. a word-level vocabulary (`ValueError: substring not found`). Generation then runs
+    to the token budget and the text is cut afterwards (`cut_after_stop`), as lm-eval does."""
+    from transformers import StoppingCriteriaList, StopStringCriteria
+
+    try:
+        return StoppingCriteriaList([StopStringCriteria(tokenizer=tokenizer, stop_strings=stops)])
+    except Exception as exc:  # whatever this tokenizer's layout trips in transformers
+        logger.warning(
+            "stop strings cannot be matched token by token with this tokenizer (%s: %s); generating to the "
+            "token limit and cutting each text at its first turn marker instead",
+            type(exc).__name__, exc,
+        )
+        return None
+
+
+def cut_after_stop(text: str, stops: list[str]) -> str:
+    """The text up to and including the first stop string to complete: where StopStringCriteria
+    would have stopped generating (it keeps the marker; the cleaning step cuts it later)."""
+    ends = [i + len(m) for m in stops if (i := text.find(m)) != -1]
+    return text[: min(ends)] if ends else text
