@@ -31,7 +31,7 @@ def _time_matmul(dtype: object, n: int = 3) -> float:
     return best
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fast_dtype(device: str = "cpu") -> str:
     """`bfloat16` where bf16 matmul is at least as fast as fp32 on `device`, else `float32`."""
     import torch
