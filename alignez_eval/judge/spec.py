@@ -62,7 +62,9 @@ class JudgeSpec:
     output_cost_per_1m: float = 0.0
     # hf / rm
     device: str | None = None
-    dtype: str = "bfloat16"  # weights; verdict/grade logits are always computed in fp32
+    # weights; `auto`: bf16 where it is fast (GPU, CPUs with native bf16), else fp32 (alignez_eval.dtypes).
+    # Verdict/grade logits are always computed in fp32.
+    dtype: str = "auto"
     batch_size: int = 4
     max_answer_tokens: int = 1024  # longer answers are cut (recorded) to bound judge cost
     label_index: int = 0  # rm: which output of the classification head is the reward
@@ -113,6 +115,13 @@ class JudgeSpec:
         """Pairwise verdicts from averaged label probabilities (hf) rather than per-order labels."""
         return self.backend == "hf"
 
+    @property
+    def resolved_dtype(self) -> str:
+        """The concrete weight dtype (`auto` decided for this machine): what the cache key records."""
+        from alignez_eval.dtypes import resolve_dtype
+
+        return resolve_dtype(self.dtype, self.device)
+
     def identity(self) -> dict[str, Any]:
         """Everything that changes a raw judgment; hashed into every cache key."""
         ident: dict[str, Any] = {"backend": self.backend, "model": self.model, "mode": self.mode,
@@ -126,9 +135,9 @@ class JudgeSpec:
             if self.extra_body:
                 ident["extra_body"] = self.extra_body
         elif self.backend == "hf":
-            ident.update(dtype=self.dtype, max_answer_tokens=self.max_answer_tokens, scale=self.scale)
+            ident.update(dtype=self.resolved_dtype, max_answer_tokens=self.max_answer_tokens, scale=self.scale)
         else:
-            ident.update(dtype=self.dtype, max_answer_tokens=self.max_answer_tokens, label_index=self.label_index)
+            ident.update(dtype=self.resolved_dtype, max_answer_tokens=self.max_answer_tokens, label_index=self.label_index)
         return ident
 
     def identity_hash(self) -> str:
