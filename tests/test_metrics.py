@@ -121,6 +121,25 @@ def test_single_verdict_margin():
     assert single_verdict({"error": "x"}, {"grade": 4.2}, margin=0.5)["verdict"] == "error"
 
 
+def test_length_correction_by_hand():
+    from alignez_eval.judge.verdicts import length_term
+
+    assert length_term("abc", " abc ") == 0.0  # surrounding whitespace is not length
+    t = length_term("x" * 99, "y" * 399)  # tanh(ln(400/100)) = (16 - 1) / (16 + 1)
+    assert t == pytest.approx(15 / 17)
+    assert length_term("y" * 399, "x" * 99) == pytest.approx(-15 / 17)
+    ab = {"label": "B", "probs": {"A": 0.30, "B": 0.60, "tie": 0.10}}
+    ba = {"label": "A", "probs": {"A": 0.55, "B": 0.35, "tie": 0.10}}
+    # raw score (0.60 + 0.55)/2 - (0.30 + 0.35)/2 = 0.25 for the 4x longer candidate: a win
+    assert pairwise_verdict(ab, ba, use_probs=True, margin=0.05, length=t)["verdict"] == "win"
+    v = pairwise_verdict(ab, ba, use_probs=True, margin=0.05, length_debias=0.3, length=t)
+    assert v["score"] == pytest.approx(0.25 - 0.3 * 15 / 17)  # -0.0147: inside the margin
+    assert v["verdict"] == "tie"
+    assert pairwise_verdict(ab, ba, use_probs=True, margin=0.05, length_debias=0.5, length=t)["verdict"] == "lose"
+    g = single_verdict({"grade": 5.0}, {"grade": 6.0}, margin=0.5, length_debias=1.0, length=t)
+    assert g["score"] == pytest.approx(1.0 - 15 / 17) and g["verdict"] == "tie"
+
+
 def test_gap_closed_formula_and_ci():
     assert gap_ratio(10.0, 40.0) == pytest.approx(25.0)
     tuned = np.array([1] * 30 + [0] * 6 + [-1] * 4, dtype=float)  # net +65

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from alignez_eval.judge.backends.base import Backend, JudgeRequest, make_backend
 from alignez_eval.judge.cache import JudgmentCache, judgment_key
 from alignez_eval.judge.spec import JudgeSpec
-from alignez_eval.judge.verdicts import ERROR, TIE, pairwise_verdict, single_verdict
+from alignez_eval.judge.verdicts import ERROR, TIE, length_term, pairwise_verdict, single_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class Judge:
         per_item = [self.requests_for(it) for it in items]
         results = self._fetch([r for reqs in per_item for r in reqs.values()], desc)
         margin = float(self.spec.margin or 0.0)
+        beta = float(self.spec.length_debias or 0.0)
         records = []
         for item, reqs in zip(items, per_item, strict=True):
             raw = {name: results[req.key] for name, req in reqs.items()}
@@ -114,9 +115,11 @@ class Judge:
                 verdict: dict[str, Any] = {"verdict": TIE, "error": None, "score": 0.0, "inconsistent": None}
             elif self.spec.mode == "pairwise":
                 verdict = pairwise_verdict(raw["AB"], raw["BA"], use_probs=self.spec.uses_probabilities,
-                                           margin=margin)
+                                           margin=margin, length_debias=beta,
+                                           length=length_term(item.baseline, item.candidate))
             else:
-                verdict = single_verdict(raw["baseline"], raw["candidate"], margin=margin)
+                verdict = single_verdict(raw["baseline"], raw["candidate"], margin=margin, length_debias=beta,
+                                         length=length_term(item.baseline, item.candidate))
             records.append({
                 "family": item.family,
                 "doc_id": item.doc_id,

@@ -41,6 +41,9 @@ class JudgeSpec:
     mode: str | None = None  # default: hf -> single, openai -> pairwise, rm -> single (its only mode)
     prompt: str | None = None  # packaged prompt name or YAML path; default: the mode's name
     margin: float | None = None
+    # Verdict-time length correction β (see judge/verdicts.py): score - β·tanh(ln(len_cand/len_base)).
+    # Like the margin it is not part of identity(): cached judgments are re-used under any β.
+    length_debias: float = 0.0
     scale: int | None = None  # top grade in single mode: default 9 for hf (see prompts/single.yaml), else 10
     # openai
     base_url: str = DEFAULT_OPENAI_URL
@@ -154,7 +157,8 @@ class JudgeSpec:
         unit = {"single": f"1-{self.scale} grades", "pairwise": "both orders"}[self.mode or "single"]
         if self.backend == "rm":
             unit = "reward-model scores"
-        return f"{self.backend}:{self.model} ({self.mode}, {unit}, margin {self.margin})"
+        debias = f", length correction {self.length_debias}" if self.length_debias else ""
+        return f"{self.backend}:{self.model} ({self.mode}, {unit}, margin {self.margin}{debias})"
 
     def using(self, model: Any, tokenizer: Any) -> JudgeSpec:
         """A copy that judges with an already-loaded model and tokenizer (hf / rm backends)."""

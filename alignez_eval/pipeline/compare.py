@@ -401,7 +401,8 @@ class ComparePipeline:
         def sig(system: str) -> dict[str, str]:
             return {ds: gens[(system, ds)].meta["samples_sha256"] for ds in datasets}
 
-        inputs = {"judge": self.judge_identity(spec), "margin": spec.margin, "baseline": sig(comp.baseline),
+        inputs = {"judge": self.judge_identity(spec), "margin": spec.margin, "length_debias": spec.length_debias,
+                  "baseline": sig(comp.baseline),
                   "candidates": {c: sig(c) for c in comp.candidates}}
 
         def produce(out: Path) -> dict[str, Any]:
@@ -469,7 +470,8 @@ class ComparePipeline:
         if is_agreement_file(path):
             return agreement_extra(load_agreement(path))
         reference = load_reference(path)
-        inputs = {"judge": self.judge_identity(spec), "margin": spec.margin, "reference": reference.sha256,
+        inputs = {"judge": self.judge_identity(spec), "margin": spec.margin, "length_debias": spec.length_debias,
+                  "reference": reference.sha256,
                   "limit": self.cfg.judge_reference_limit, "seed": self.cfg.seed}
 
         def produce(out: Path) -> dict[str, Any]:
