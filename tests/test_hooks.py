@@ -325,6 +325,7 @@ def test_parse_layers(spec, want) -> None:
 
 @pytest.mark.parametrize("spec,match", [
     ("10", "outside this model's 10 layers"), ("-11", "outside"), ("5-2", "runs backwards"), ("a-b", "cannot read"),
+    ("12", r"pass layers within that range, or layers=auto\|all"),
     ("", "empty"), (True, "not a layer spec"), ([1.5], "not a list"),
 ])
 def test_parse_layers_errors(spec, match) -> None:
