@@ -172,3 +172,23 @@ def test_export_names_an_embedded_model_run_by_its_registry_name(tmp_path: Path,
     out = tmp_path / "o.json"
     assert cli_main(["export", str(run_dir.parent), "-o", str(out)]) == 0
     assert {r["generator"] for r in json.loads(out.read_text(encoding="utf-8"))} == {"gemma-3-270m"}
+
+
+def test_judge_limit_is_a_seeded_sample_shared_by_every_candidate(tmp_path: Path, ref_file: Path, capsys) -> None:
+    from alignez_eval.judge.runner import sample_keys
+
+    keys = [("f", f"q{i}") for i in range(10)]
+    a, b = sample_keys(keys, 4, seed=1), sample_keys(list(reversed(keys)), 4, seed=1)
+    assert len(a) == 4 and set(a) == set(b) and a == sorted(a)  # same docs whatever the input order
+    assert sample_keys(keys, 4, seed=2) != a and sample_keys(keys, None) == keys
+    with pytest.raises(DataError, match="judges nothing"):
+        sample_keys(keys, 0)
+    with FakeJudgeServer() as srv:
+        cli_spec = f"openai:fake-judge@{srv.url},api_key_env=ALIGNEZ_TEST_NO_KEY,timeout_s=5"
+        rc = cli_main(["judge", "--baseline", str(ref_file), "--candidate", f"alignez={FIX / 'alignez'}",
+                       "--judge", cli_spec, "--out", str(tmp_path / "j"), "--limit", "3", "--seed", "5"])
+    assert rc == 0
+    assert "5 paired, 3 judged" in capsys.readouterr().out
+    manifest, records = load_judgments(tmp_path / "j")
+    p = manifest["candidates"]["alignez"]["pairing"]
+    assert (p["paired"], p["judged"], p["limit"], p["seed"]) == (5, 3, 3, 5) and len(records["alignez"]) == 3

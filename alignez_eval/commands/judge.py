@@ -47,6 +47,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="SQLite judgment cache (default: DIR/cache.sqlite); share it across runs to reuse judgments")
     parser.add_argument("--mode", choices=["pairwise", "single"], default=None, help="override the spec's mode")
     parser.add_argument("--margin", type=float, default=None, help="override the spec's tie margin")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="judge a seeded random sample of N paired docs (default: all); the manifest records it")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --limit's sample (default 0)")
     parser.add_argument("--max-error-rate", type=float, default=0.2, metavar="SHARE",
                         help="exit non-zero when more than this share of a candidate's judgments failed "
                              "(default 0.2); a run in which no judgment succeeded always does")
@@ -75,14 +78,15 @@ def main(args: argparse.Namespace) -> int:
         if run.name in candidates or run.name == baseline.name:
             raise ConfigError(f"two runs are both named {run.name!r}; name them with NAME=RUN")
         candidates[run.name] = run
-    out = judge_runs(baseline, candidates, spec, args.out, cache_path=args.cache)
+    out = judge_runs(baseline, candidates, spec, args.out, cache_path=args.cache, limit=args.limit, seed=args.seed)
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     print(f"judge: {manifest['judge_description']}")
     for name, info in manifest["candidates"].items():
         c = info["counts"]
         p = info["pairing"]
         print(f"  {name} vs {baseline.name}: win {c.get('win', 0)} tie {c.get('tie', 0)} lose {c.get('lose', 0)} "
-              f"error {c.get('error', 0)} ({p['paired']} paired, {len(p['missing_in_candidate'])} missing, "
+              f"error {c.get('error', 0)} ({p['paired']} paired, {p.get('judged', p['paired'])} judged, "
+              f"{len(p['missing_in_candidate'])} missing, "
               f"{len(p['extra_in_candidate'])} extra)")
     s = manifest["stats"]
     print(f"  {int(s['calls'])} judge calls, {int(s['cache_hits'])} cached, cost ${s['cost_usd']:.4f}; "

@@ -57,8 +57,11 @@ def _versions() -> dict[str, str]:
 
 
 def judge_runs(baseline: Run, candidates: dict[str, Run], spec: JudgeSpec | str | dict[str, Any],
-               out_dir: str | Path, cache_path: str | Path | None = None) -> Path:
+               out_dir: str | Path, cache_path: str | Path | None = None, limit: int | None = None,
+               seed: int = 0) -> Path:
     """Judge every candidate against the baseline on their shared (task family, doc id)s.
+    With `limit`, a seeded random sample of that many paired docs (the same docs for every
+    candidate that shares them), kept in doc order; the manifest records it.
     Returns `out_dir`, which holds the manifest and one judgments file per candidate."""
     spec = parse_judge_spec(spec)
     out_dir = Path(out_dir)
@@ -87,8 +90,9 @@ def judge_runs(baseline: Run, candidates: dict[str, Run], spec: JudgeSpec | str 
         try:
             for name, run in candidates.items():
                 pairing = pair_runs(baseline, run)
+                keys = sample_keys(pairing.keys, limit, seed)
                 items = []
-                for key in pairing.keys:
+                for key in keys:
                     b, c = baseline.samples[key], run.samples[pairing.candidate_key(key)]
                     if b.instruction != c.instruction:
                         logger.debug("%s %s: instructions differ between runs; the baseline's is used", name, key)
@@ -101,7 +105,7 @@ def judge_runs(baseline: Run, candidates: dict[str, Run], spec: JudgeSpec | str 
                 manifest["candidates"][name] = {
                     "file": files[name],
                     "run": run.describe(),
-                    "pairing": pairing.summary(),
+                    "pairing": {**pairing.summary(), "judged": len(keys), "limit": limit, "seed": seed},
                     "counts": dict(counts),
                 }
                 logger.info("%s vs %s: %s", name, baseline.name, dict(counts))
@@ -111,6 +115,22 @@ def judge_runs(baseline: Run, candidates: dict[str, Run], spec: JudgeSpec | str 
     manifest["stats"] = {**judge.stats, "wall_s": round(time.time() - started, 2)}
     atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False, default=str))
     return out_dir
+
+
+def sample_keys(keys: list[Any], limit: int | None, seed: int = 0) -> list[Any]:
+    """A seeded random `limit` of `keys`, in their original order (all of them without a limit).
+    Sampled by rank of a seeded permutation of the sorted keys, so the sample of a doc set does not
+    depend on which candidate it is paired with."""
+    if limit is None or limit >= len(keys):
+        return list(keys)
+    if limit < 1:
+        raise DataError(f"--limit {limit} judges nothing; pass a positive number of docs")
+    import random
+
+    order = sorted(keys)
+    random.Random(seed).shuffle(order)
+    chosen = set(order[:limit])
+    return [k for k in keys if k in chosen]
 
 
 def load_judgments(judgments_dir: str | Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:

@@ -218,6 +218,9 @@ def render_markdown(name: str, models: list[dict[str, Any]], extra: dict[str, An
                 notes.append(f"`{cand}`: {p['paired']} docs paired{by}; {len(p['missing_in_candidate'])} only in the "
                              f"baseline, {len(p['extra_in_candidate'])} only in the candidate (listed in "
                              f"{m['dir']}/manifest.json)")
+            if p.get("limit") is not None and p.get("judged", p["paired"]) < p["paired"]:
+                notes.append(f"`{cand}`: {p['judged']} of {p['paired']} paired docs judged (seeded random sample, "
+                             f"--limit {p['limit']} --seed {p.get('seed', 0)})")
             for note in info["run"].get("notes", []):
                 notes.append(f"`{cand}`: {note}")
         for note in man["baseline"].get("notes", []):
