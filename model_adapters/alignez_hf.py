@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -61,7 +62,7 @@ def _number(value: Any) -> Any:
             return float(value)
         except ValueError:
             return value
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
 
 
 def _strip_pad(tokens: Sequence[int]) -> tuple[int, ...]:
