@@ -34,3 +34,13 @@ def test_judge_identity_records_the_resolved_dtype() -> None:
     assert pinned.identity_hash() == auto.identity_hash()  # same weights -> same cache entries
     other = "float32" if dtypes.fast_dtype("cpu") == "bfloat16" else "bfloat16"
     assert parse_judge_spec(f"hf:/m,mode=pairwise,dtype={other}").identity_hash() != auto.identity_hash()
+
+
+def test_judge_identity_keys_an_embedded_model_by_name(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ALIGNEZ_HOME", str(tmp_path))
+    by_path = parse_judge_spec(f"hf:{tmp_path}/models/qwen2.5-coder-1.5b-instruct,mode=pairwise")
+    by_name = parse_judge_spec("hf:qwen2.5-coder-1.5b-instruct,mode=pairwise")
+    assert by_path.identity()["model"] == "qwen2.5-coder-1.5b-instruct"
+    assert by_path.identity_hash() == by_name.identity_hash()
+    other = parse_judge_spec(f"hf:{tmp_path}/elsewhere/qwen2.5-coder-1.5b-instruct,mode=pairwise")
+    assert other.identity_hash() != by_name.identity_hash()  # a user's own directory stays a path

@@ -127,7 +127,12 @@ class JudgeSpec:
 
     def identity(self) -> dict[str, Any]:
         """Everything that changes a raw judgment; hashed into every cache key."""
-        ident: dict[str, Any] = {"backend": self.backend, "model": self.model, "mode": self.mode,
+        from alignez_eval.report.shareable import shareable_text
+
+        # An embedded model is keyed by its registry name, not this machine's path to it, so
+        # `hf:NAME` and `hf:$ALIGNEZ_HOME/models/NAME` share judgments (and caches travel).
+        model = shareable_text(self.model) if self.backend != "openai" else self.model
+        ident: dict[str, Any] = {"backend": self.backend, "model": model, "mode": self.mode,
                                  "prompt": self.load_prompt().tag if self.backend != "rm" else None,
                                  "format": self.output_format}
         if self.backend == "openai":
