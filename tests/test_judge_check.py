@@ -77,9 +77,15 @@ def test_spec_parsing():
     s = parse_judge_spec("openai:gpt-4o-mini@http://127.0.0.1:8080/v1,concurrency=8,mode=single,margin=1")
     assert (s.backend, s.model, s.base_url, s.concurrency, s.mode, s.margin, s.scale) == (
         "openai", "gpt-4o-mini", "http://127.0.0.1:8080/v1", 8, "single", 1.0, 10)
+    # the local judge's defaults, chosen by agreement with GPT-4 (README "Judge agreement")
     h = parse_judge_spec("hf:qwen2.5-coder-1.5b-instruct")
-    assert (h.mode, h.scale, h.margin, h.output_format) == ("single", 9, 0.5, "label")
-    assert parse_judge_spec("hf:x,mode=pairwise").margin == 0.05
+    assert (h.mode, h.prompt, h.margin, h.length_debias, h.output_format) == (
+        "pairwise", "pairwise_anchored", 0.0, 0.05, "label")
+    g = parse_judge_spec("hf:qwen2.5-coder-1.5b-instruct,mode=single")
+    assert (g.prompt, g.scale, g.margin, g.length_debias) == ("single", 9, 0.5, 0.0)
+    assert parse_judge_spec("hf:x,prompt=pairwise,margin=0.05").margin == 0.05
+    assert parse_judge_spec("openai:m@http://h/v1").length_debias == 0.0
+    assert parse_judge_spec("hf:x,length_debias=0").length_debias == 0.0  # an explicit 0 is kept
     assert isinstance(parse_judge_spec(h), JudgeSpec)
     # margins do not change the cache identity; prompts and models do
     assert parse_judge_spec("hf:x,margin=2").identity_hash() == parse_judge_spec("hf:x").identity_hash()

@@ -54,7 +54,7 @@ def test_label_probabilities_are_normalised_fp32_and_match_a_direct_forward(tiny
         msgs = backend.prompt.messages("label", instruction=req.instruction, answer_a=req.answer_a,
                                        answer_b=req.answer_b)
         text, _ = chat_text(tok, msgs)
-        ids = tok(text + "[[", add_special_tokens=False, return_tensors="pt")["input_ids"]
+        ids = tok(text + backend.prefill, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.no_grad():
             logits = model(ids).logits[0, -1].double()
         label_ids = [tok.convert_tokens_to_ids(c) for c in ("A", "B", "C")]
@@ -70,7 +70,8 @@ def test_batched_equals_unbatched_with_left_padding(tiny):
                          answer_a="word " * (3 * i + 1)) for i in range(5)]
     got = {}
     for bs, pc in ((1, 1), (5, 1), (5, 0)):
-        spec = parse_judge_spec({"backend": "hf", "model": "tiny", "batch_size": bs, "prefix_cache": pc})
+        spec = parse_judge_spec({"backend": "hf", "model": "tiny", "mode": "single", "batch_size": bs,
+                                 "prefix_cache": pc})
         backend = HFBackend(spec.using(model, tok))
         got[bs, pc] = {r.key: res for r, res in backend.run(reqs)}
         assert (backend._prefix_key is not None) == bool(pc)  # the shared prompt prefix was cached
@@ -88,7 +89,8 @@ def test_batched_equals_unbatched_with_left_padding(tiny):
 
 def test_pairwise_runs_both_orders_and_averages_probabilities(tiny, tmp_path):
     model, tok = tiny
-    spec = parse_judge_spec({"backend": "hf", "model": "tiny", "mode": "pairwise", "margin": 0.0}).using(model, tok)
+    spec = parse_judge_spec({"backend": "hf", "model": "tiny", "mode": "pairwise", "margin": 0.0,
+                              "length_debias": 0.0}).using(model, tok)
     judge = Judge(spec, JudgmentCache(tmp_path / "c.sqlite"))
     recs = judge.judge_pairs(_items())
     orders = [o for (o,) in sqlite3.connect(tmp_path / "c.sqlite").execute("SELECT judge_order FROM judgments")]
@@ -111,7 +113,7 @@ def test_single_mode_from_a_saved_model_dir_grades_n_plus_one(tmp_path):
     path = tmp_path / "judge-model"
     long_context(model).save_pretrained(path)
     tok.save_pretrained(path)
-    spec = parse_judge_spec(f"hf:{path},dtype=float32,batch_size=8")
+    spec = parse_judge_spec(f"hf:{path},mode=single,dtype=float32,batch_size=8")
     assert spec.mode == "single" and spec.scale == 9
     base, alignez, tuned = load_run(FIX / "base"), load_run(FIX / "alignez"), load_run(FIX / "tuned")
     out = judge_runs(base, {"alignez": alignez, "tuned": tuned}, spec, tmp_path / "j")
@@ -136,7 +138,7 @@ def test_single_mode_from_a_saved_model_dir_grades_n_plus_one(tmp_path):
 def test_grades_that_share_a_first_token_are_refused(tiny):
     model, tok = tiny
     with pytest.raises(ConfigError, match="scale=9"):
-        HFBackend(parse_judge_spec({"backend": "hf", "model": "tiny", "scale": 10}).using(model, tok))
+        HFBackend(parse_judge_spec({"backend": "hf", "model": "tiny", "mode": "single", "scale": 10}).using(model, tok))
 
 
 def test_judge_check_mechanics(tiny):
@@ -161,7 +163,8 @@ def test_sliding_window_and_context_limit(arch, caplog):
                          answer_a="word " * (2 * i + 1)) for i in range(3)]
     got = {}
     for pc, bs in ((0, 1), (1, 3)):
-        spec = parse_judge_spec({"backend": "hf", "model": "tiny", "prefix_cache": pc, "batch_size": bs})
+        spec = parse_judge_spec({"backend": "hf", "model": "tiny", "mode": "single", "prefix_cache": pc,
+                                 "batch_size": bs})
         got[pc] = {r.key: res for r, res in HFBackend(spec.using(model, tok)).run(reqs)}
     ok = [k for k, res in got[1].items() if res["error"] is None]
     too_long = [k for k, res in got[1].items() if res["error"] is not None]

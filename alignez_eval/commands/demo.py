@@ -2,7 +2,7 @@
 
 base gemma-3-270m (base prompt variant) vs the tuned reference SmolLM2-135M-Instruct (chat
 variant + its template), with AlignEZ (v2) and CAA fitted on the evaluation prompts themselves,
-judged by Qwen2.5-Coder-1.5B-Instruct (hf backend, single-answer 1-9 grading). Every model comes
+judged by Qwen2.5-Coder-1.5B-Instruct (hf backend with its default: pairwise, both orders). Every model comes
 from a pinned PyPI wheel converted once to a local directory: no hub, no network after set-up.
 The defaults are sized to finish within 15 minutes on 2 CPU cores (see README "What the demo shows").
 """

@@ -17,8 +17,10 @@ results_*.json, or an AlpacaEval model_outputs.json (paired by exact instruction
 to name it (default: the model directory's name, or the file's generator).
 
 SPEC is a YAML file or a short string:
-  hf:qwen2.5-coder-1.5b-instruct                  local chat judge, single mode (1-9 grades)
-  hf:/path/to/model,mode=pairwise                 local judge, both orders, probabilities averaged
+  hf:qwen2.5-coder-1.5b-instruct                  local chat judge: pairwise, both orders, probabilities
+                                                  averaged, anchored prompt, length correction 0.05
+                                                  (defaults chosen by agreement with GPT-4; README)
+  hf:/path/to/model,mode=single                   local judge, 1-9 grade of each answer
   openai:gpt-4o-mini@https://api.openai.com/v1    any OpenAI-compatible endpoint (key: $OPENAI_API_KEY)
   openai:qwen@http://127.0.0.1:8080/v1,api_key_env=LLAMA_KEY,concurrency=8
   rm:/path/to/reward-model                        reward model, scores compared
@@ -65,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
         data = spec.public_dict()
         data.pop("model_preloaded")
         if args.mode and args.mode != spec.mode:
-            data.update(mode=args.mode, prompt=None, margin=None)  # the new mode's defaults
+            data.update(mode=args.mode, prompt=None, margin=None, length_debias=None)  # the new mode's defaults
         if args.margin is not None:
             data["margin"] = args.margin
         spec = parse_judge_spec(data)

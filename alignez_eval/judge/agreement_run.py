@@ -57,7 +57,7 @@ def with_overrides(spec: JudgeSpec | str | dict[str, Any], mode: str | None = No
     data.pop("model_preloaded")
     data.update(model_obj=spec.model_obj, tokenizer_obj=spec.tokenizer_obj)
     if mode and mode != spec.mode:
-        data.update(mode=mode, prompt=None, margin=None)
+        data.update(mode=mode, prompt=None, margin=None, length_debias=None)
     if margin is not None:
         data["margin"] = margin
     return parse_judge_spec(data)
