@@ -75,6 +75,10 @@ def test_split_is_seeded_disjoint_and_stable_under_reordering() -> None:
 def test_substitution_and_native_wandb_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUDGE_URL", "http://127.0.0.1:9/v1")
     assert substitute("openai:${env:JUDGE_URL}") == "openai:http://127.0.0.1:9/v1"
+    from alignez_eval.dtypes import fast_dtype
+
+    assert substitute("pretrained=x,dtype=${dtype:auto}") == f"pretrained=x,dtype={fast_dtype('cpu')}"
+    assert substitute("dtype=${dtype:float16}") == "dtype=float16"
     monkeypatch.delenv("NOPE_NOT_SET", raising=False)
     with pytest.raises(ConfigError, match="NOPE_NOT_SET"):
         substitute("${env:NOPE_NOT_SET}")

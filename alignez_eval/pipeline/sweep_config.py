@@ -7,8 +7,8 @@ random search; a bare list is shorthand for `values`), so the same file can be e
 
 ```yaml
 name: demo_alpha_layers
-base: pretrained=${model:gemma-3-270m},dtype=bfloat16
-tuned: pretrained=${model:smollm2-135m-instruct},dtype=bfloat16
+base: pretrained=${model:gemma-3-270m},dtype=${dtype:auto}
+tuned: pretrained=${model:smollm2-135m-instruct},dtype=${dtype:auto}
 tasks: [alignez_embedded]       # or your own tasks, with include_path: [DIR] (relative to this file)
 judge: hf:${model:qwen2.5-coder-1.5b-instruct}
 limit: 64
@@ -49,14 +49,19 @@ METRICS: tuple[str, ...] = ("net_win", "gap_closed", "length_adjusted_win_rate",
 OLD_METRIC_NAMES = {"lc_win_rate": "length_adjusted_win_rate"}
 _DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform")
 
-_SUBST = re.compile(r"\$\{(model|env):([^}]+)\}")
+_SUBST = re.compile(r"\$\{(model|env|dtype):([^}]+)\}")
 
 
 def substitute(text: str) -> str:
-    """Expand `${model:NAME}` (an embedded offline model's directory) and `${env:VAR}`."""
+    """Expand `${model:NAME}` (an embedded offline model's directory), `${env:VAR}` and `${dtype:auto}`
+    (bfloat16 where it is fast on this machine, else float32; see alignez_eval.dtypes)."""
 
     def repl(m: re.Match[str]) -> str:
         kind, name = m.group(1), m.group(2).strip()
+        if kind == "dtype":
+            from alignez_eval.dtypes import resolve_dtype
+
+            return resolve_dtype(name)
         if kind == "env":
             if name not in os.environ:
                 raise ConfigError(f"sweep config uses ${{env:{name}}} but {name} is not set; export it first")
