@@ -48,14 +48,16 @@ def main() -> int:
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--splits", default="tune,test")
     p.add_argument("--modes", default=",".join(m for m, _, _ in MODES))
+    p.add_argument("--skip", default="", help="SPLIT/MODE,... rows to leave out (e.g. not measured for lack of time)")
     p.add_argument("--work", type=Path, default=Path("runs/judge_agreement"))
     args = p.parse_args()
     wanted = set(args.modes.split(","))
+    skip = {x.strip() for x in args.skip.split(",") if x.strip()}
     rows: list[str] = []
     for split in args.splits.split(","):
         ref = ROOT / f"alpaca_eval_gpt4_{split}.jsonl"
         for name, spec, what in MODES:
-            if name not in wanted:
+            if name not in wanted or f"{split}/{name}" in skip:
                 continue
             out = args.work / split / name
             if cli(["judge-agreement", "--judge", spec, "--reference", str(ref), "--cache", str(args.cache),

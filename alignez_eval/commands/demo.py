@@ -36,6 +36,9 @@ DEFAULT_BATCH = 48
 # characteristics and answers than the paper's ~50/200 tokens keep the fit within budget.
 DEFAULT_FIT = {"answer_tokens": 64, "char_tokens": 32, "gen_batch_size": 48, "act_batch_size": 48}
 DEFAULT_JUDGE_CHECK_N = 4
+# The default hf judge's agreement with GPT-4 on held-out AlpacaEval pairs (README "The default local
+# judge"), stated in the demo's leaderboard header; the report flags it if the demo's judge differs.
+JUDGE_REFERENCE = Path(__file__).resolve().parents[1] / "judge" / "data" / "agreement_hf_default_test.json"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -48,6 +51,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-check-n", type=int, default=DEFAULT_JUDGE_CHECK_N,
                    help="prompts of the judge sanity check (x5 gradings each)")
     p.add_argument("--methods", default="alignez,caa")
+    p.add_argument("--judge-reference", type=Path, default=JUDGE_REFERENCE, metavar="FILE",
+                   help="agreement.json stated in the leaderboard header (default: the packaged measurement of "
+                        "the default judge against GPT-4 on held-out AlpacaEval pairs)")
     p.add_argument("--name", help="report name (default demo, or demo-full)")
     p.add_argument("--work-dir", type=Path, help="default runs/NAME")
     p.add_argument("--report-root", type=Path, default=Path("reports"))
@@ -88,6 +94,7 @@ def main(args: argparse.Namespace) -> int:
         report_root=args.report_root,
         edited_instruct=[f"pretrained={paths[m]},{dtype}" for m in INSTRUCT] if args.full else [],
         judge_check_n=args.judge_check_n,
+        judge_reference=args.judge_reference,
     )
     t1 = time.perf_counter()
     result = run_compare(cfg)
