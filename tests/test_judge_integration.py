@@ -28,7 +28,7 @@ def qwen():
 
 
 def test_single_mode_grades_good_answers_above_degraded_ones(qwen):
-    spec = parse_judge_spec("hf:qwen2.5-coder-1.5b-instruct").using(*qwen)
+    spec = parse_judge_spec("hf:qwen2.5-coder-1.5b-instruct,mode=single").using(*qwen)
     res = judge_check(spec, n=2)
     print(res["summary"])
     assert res["errors"] == 0 and res["stats"]["calls"] == 2 + 2 * 4  # N+1 gradings per prompt
@@ -36,7 +36,9 @@ def test_single_mode_grades_good_answers_above_degraded_ones(qwen):
 
 
 def test_pairwise_mode_with_order_averaged_probabilities(qwen):
-    spec = parse_judge_spec("hf:qwen2.5-coder-1.5b-instruct,mode=pairwise").using(*qwen)
+    # the default hf judge: pairwise, anchored prompt, length correction
+    spec = parse_judge_spec("hf:qwen2.5-coder-1.5b-instruct").using(*qwen)
+    assert (spec.mode, spec.prompt) == ("pairwise", "pairwise_anchored")
     res = judge_check(spec, n=1)
     print(res["summary"])
     assert res["errors"] == 0 and res["stats"]["calls"] == 4 * 2
