@@ -37,7 +37,7 @@ def generate_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def _cfg(tiny_dir, tmp_path: Path, methods: list[str], **kw) -> CompareConfig:
     return CompareConfig(
         base=f"pretrained={tiny_dir('llama')}", tuned=f"pretrained={tiny_dir('qwen2', 1)}",
-        tasks=["alignez_embedded"], judge=f"hf:{tiny_dir('llama', 2)},dtype=float32", name="tiny",
+        tasks=["alignez_embedded"], judge=f"hf:{tiny_dir('llama', 2)}", name="tiny",  # judge dtype auto
         methods=methods, limit=4, gen_kwargs={"max_gen_toks": 6}, batch_size=4, fit=dict(FIT),
         work_dir=tmp_path / "runs" / "tiny", report_root=tmp_path / "reports", judge_check_n=2,
         command="test", **kw)

@@ -44,3 +44,10 @@ def test_judge_identity_keys_an_embedded_model_by_name(tmp_path, monkeypatch) ->
     assert by_path.identity_hash() == by_name.identity_hash()
     other = parse_judge_spec(f"hf:{tmp_path}/elsewhere/qwen2.5-coder-1.5b-instruct,mode=pairwise")
     assert other.identity_hash() != by_name.identity_hash()  # a user's own directory stays a path
+
+
+def test_torch_dtype_takes_auto() -> None:
+    from alignez_eval.judge.backends.hf import torch_dtype
+
+    assert torch_dtype("auto") == getattr(torch, dtypes.fast_dtype("cpu"))
+    assert torch_dtype("fp32") == torch.float32

@@ -381,7 +381,7 @@ class ComparePipeline:
             t0 = time.perf_counter()
             cls = AutoModelForCausalLM if spec.backend == "hf" else AutoModelForSequenceClassification
             tok = AutoTokenizer.from_pretrained(path)
-            model = cls.from_pretrained(path, dtype=torch_dtype(spec.dtype)).to(torch.device(default_device(spec.device)))
+            model = cls.from_pretrained(path, dtype=torch_dtype(spec.resolved_dtype)).to(torch.device(default_device(spec.device)))
             self._judge_model = (model.eval(), tok)
             self.stats["judge_loads"] = self.stats.get("judge_loads", 0) + 1
             logger.info("judge %s loaded in %.1f s", spec.model, time.perf_counter() - t0)

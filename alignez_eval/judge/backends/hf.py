@@ -44,6 +44,10 @@ def resolve_model_path(name: str) -> str:
 
 
 def torch_dtype(name: str) -> torch.dtype:
+    """A torch dtype from its name; `auto` is decided for this machine (alignez_eval.dtypes)."""
+    from alignez_eval.dtypes import resolve_dtype
+
+    name = resolve_dtype(name)
     if name not in _DTYPES:
         raise ConfigError(f"dtype {name!r} is unknown; use one of {sorted(_DTYPES)}")
     return _DTYPES[name]
