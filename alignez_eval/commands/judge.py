@@ -58,19 +58,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from alignez_eval.judge import judge_runs, load_run, parse_judge_spec
+    from alignez_eval.judge import judge_runs, load_run
+    from alignez_eval.judge.spec import with_overrides
 
     if not 0 <= args.max_error_rate <= 1:
         raise ConfigError(f"--max-error-rate {args.max_error_rate:g} is a share of judgments; pass one in 0..1")
-    spec = parse_judge_spec(args.judge)
-    if args.mode or args.margin is not None:
-        data = spec.public_dict()
-        data.pop("model_preloaded")
-        if args.mode and args.mode != spec.mode:
-            data.update(mode=args.mode, prompt=None, margin=None, length_debias=None)  # the new mode's defaults
-        if args.margin is not None:
-            data["margin"] = args.margin
-        spec = parse_judge_spec(data)
+    spec = with_overrides(args.judge, args.mode, args.margin)
     bname, bpath = named_run(args.baseline)
     baseline = load_run(bpath, name=bname)
     candidates = {}

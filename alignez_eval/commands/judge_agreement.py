@@ -47,7 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from alignez_eval.judge.agreement_run import judge_agreement, with_overrides
+    from alignez_eval.judge.agreement_run import judge_agreement
+    from alignez_eval.judge.spec import with_overrides
 
     spec = with_overrides(args.judge, args.mode, args.margin)
     generators = [g.strip() for g in args.generators.split(",") if g.strip()] if args.generators else None

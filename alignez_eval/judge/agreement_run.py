@@ -47,22 +47,6 @@ PREFERENCE_RULE = "1 <= p < 1.5 -> output_1; 1.5 < p <= 2 -> output_2; p == 1.5 
 LENGTH_RULE = "characters, surrounding whitespace stripped; the longer answer wins, equal lengths are a tie"
 
 
-def with_overrides(spec: JudgeSpec | str | dict[str, Any], mode: str | None = None,
-                   margin: float | None = None) -> JudgeSpec:
-    """`spec` with `alignez-eval judge`'s --mode / --margin overrides (a new mode takes its defaults)."""
-    spec = parse_judge_spec(spec)
-    if not mode and margin is None:
-        return spec
-    data = spec.public_dict()
-    data.pop("model_preloaded")
-    data.update(model_obj=spec.model_obj, tokenizer_obj=spec.tokenizer_obj)
-    if mode and mode != spec.mode:
-        data.update(mode=mode, prompt=None, margin=None, length_debias=None)
-    if margin is not None:
-        data["margin"] = margin
-    return parse_judge_spec(data)
-
-
 def select_pairs(ref: Reference, *, generators: Sequence[str] | None = None, max_chars: int | None = None,
                  limit: int | None = None, limit_mode: str = "random",
                  seed: int = 0) -> tuple[list[RefPair], dict[str, int]]:

@@ -267,3 +267,20 @@ def parse_judge_spec(spec: str | Path | dict[str, Any] | JudgeSpec) -> JudgeSpec
     if "backend" not in kwargs or "model" not in kwargs:
         raise ConfigError("judge spec needs at least backend and model")
     return JudgeSpec(**kwargs, **objs)
+
+
+def with_overrides(spec: JudgeSpec | str | dict[str, Any], mode: str | None = None,
+                   margin: float | None = None) -> JudgeSpec:
+    """`spec` with the CLI's --mode / --margin overrides (`judge`, `judge-agreement`): a new mode takes
+    that mode's defaults (prompt, margin, length correction); a preloaded model is kept."""
+    spec = parse_judge_spec(spec)
+    if not mode and margin is None:
+        return spec
+    data = spec.public_dict()
+    data.pop("model_preloaded")
+    data.update(model_obj=spec.model_obj, tokenizer_obj=spec.tokenizer_obj)
+    if mode and mode != spec.mode:
+        data.update(mode=mode, prompt=None, margin=None, length_debias=None)
+    if margin is not None:
+        data["margin"] = margin
+    return parse_judge_spec(data)
