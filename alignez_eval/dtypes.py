@@ -1,9 +1,12 @@
 """Which weight dtype is fast on this machine.
 
 bf16 halves memory and is the fast path on GPUs and on CPUs with native bf16 matmul (AVX512-BF16,
-AMX). On a CPU without it (AVX2 only) torch emulates bf16 matmul: measured here, a
-256x1536 @ 1536x8960 matmul took 0.45 s in fp32 and 32 s in bf16 — 70x slower. So `auto` is
-decided by a short measurement on CPU rather than by a flag that cannot see the instruction set.
+AMX). On a CPU without it (AVX2 only) torch emulates bf16 matmul: measured on such a machine, a 256x1536 @ 1536x8960 matmul
+took 0.45 s in fp32 and 32 s in bf16 — 70x slower; on a CPU with AVX512-BF16 the same matmul took
+0.063 s in fp32 and 0.020 s in bf16. So `auto` on CPU reads the instruction set (Linux
+/proc/cpuinfo flags) and measures only where the flags cannot be read. The answer must not
+change from run to run on one machine: it is part of every cached judgment's identity, and a
+millisecond timing under load once flipped it between two runs of the same pipeline.
 """
 
 from __future__ import annotations
@@ -31,6 +34,25 @@ def _time_matmul(dtype: object, n: int = 3) -> float:
     return best
 
 
+# Instruction-set flags (Linux names) that give torch a native bf16 matmul on CPU.
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """True/False from the CPU's flags; None where they cannot be read (not Linux)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):  # x86 | aarch64
+            return bool(BF16_FLAGS & set(value.split()))
+    return None
+
+
 @functools.cache
 def fast_dtype(device: str = "cpu") -> str:
     """`bfloat16` where bf16 matmul is at least as fast as fp32 on `device`, else `float32`."""
@@ -40,8 +62,14 @@ def fast_dtype(device: str = "cpu") -> str:
         return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float16"
     if device != "cpu":
         return "float32"
+    native = cpu_has_native_bf16()
+    if native is not None:
+        choice = "bfloat16" if native else "float32"
+        logger.info("dtype auto on CPU: native bf16 matmul %s -> %s", "yes" if native else "no", choice)
+        return choice
     fp32, bf16 = _time_matmul(torch.float32), _time_matmul(torch.bfloat16)
-    choice = "bfloat16" if bf16 <= fp32 else "float32"
+    # emulated bf16 is many times slower, native bf16 faster: a 1.5x margin keeps noise from deciding
+    choice = "bfloat16" if bf16 <= 1.5 * fp32 else "float32"
     logger.info("dtype auto on CPU: bf16 matmul %.2f ms, fp32 %.2f ms -> %s", bf16 * 1e3, fp32 * 1e3, choice)
     return choice
 

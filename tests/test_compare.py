@@ -15,6 +15,7 @@ import pytest
 from transformers.generation.utils import GenerationMixin
 
 from alignez_eval import cli
+from alignez_eval.dtypes import fast_dtype
 from alignez_eval.errors import ConfigError
 from alignez_eval.pipeline.compare import CompareConfig, run_compare, select_positions
 
@@ -81,7 +82,7 @@ def test_compare_end_to_end_then_fully_cached(tiny_dir, tmp_path: Path, monkeypa
     # second run through the CLI: nothing is generated, fitted, loaded or judged
     n_gen = len(generate_calls)
     argv = ["compare", "--base", f"pretrained={tiny_dir('llama')}", "--tuned", f"pretrained={tiny_dir('qwen2', 1)}",
-            "--tasks", "alignez_embedded", "--judge", f"hf:{tiny_dir('llama', 2)},dtype=float32", "--name", "tiny",
+            "--tasks", "alignez_embedded", "--judge", f"hf:{tiny_dir('llama', 2)},dtype={fast_dtype('cpu')}", "--name", "tiny",
             "--methods", "alignez,caa", "--limit", "4", "--gen-kwargs", "max_gen_toks=6", "--batch-size", "4",
             "--work-dir", str(tmp_path / "runs" / "tiny"), "--report-root", str(tmp_path / "reports"),
             "--fit-arg", ",".join(f"{k}={v}" for k, v in FIT.items()), "--judge-check-n", "2"]
