@@ -1,24 +1,28 @@
-"""Atomic file writes: every cache entry, artifact sidecar and report goes through here, so a run
-killed at any moment leaves either the old file or the new one, never half of one."""
+"""Atomic writes: every cache entry, artifact, sidecar and report goes through here, so a run
+killed at any moment leaves either the old file (or directory) or the new one, never half of one."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write via a temp file in the same directory + fsync + os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -28,5 +32,59 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+
+
+def atomic_write_safetensors(
+    path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
+    """safetensors file written atomically with fsync (no pickle).
+
+    safetensors keeps `metadata` in a Rust HashMap, so a file with two or more metadata keys can be
+    written with its keys in either order: callers that need byte-identical files for equal
+    content (artifacts are identified by their file's sha256) keep a single key.
+    """
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=dict(metadata or {}))
+    atomic_write_bytes(path, data)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike[str], *, prefix: str | None = None, suffix: str = ".partial",
+               mode: int | None = None) -> Iterator[Path]:
+    """Yield a temp sibling of `final` to fill; on success it replaces `final` in one rename.
+
+    On any exception the temp directory is removed and `final` is left as it was. Files written
+    inside should themselves be flushed (the atomic_write_* helpers fsync); the parent directory
+    is fsynced after the rename so the new name survives a crash.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix if prefix is not None else f".{final.name}.", suffix=suffix,
+                                dir=final.parent))
+    try:
+        yield tmp
+        if mode is not None:
+            tmp.chmod(mode)
+        if final.exists():  # a stale or partial directory for the same key: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened for fsync
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

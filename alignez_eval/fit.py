@@ -19,9 +19,7 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 import types
 import typing
@@ -33,7 +31,7 @@ from typing import Any
 import torch
 
 from alignez_eval import __version__
-from alignez_eval.atomic import atomic_write_text
+from alignez_eval.atomic import atomic_dir, atomic_write_text
 from alignez_eval.editing.activations import READS, capture, load_activations, save_activations
 from alignez_eval.editing.architectures import COMPONENTS, find_components, hidden_size
 from alignez_eval.editing.artifact import GATES, Edit, EditMeta, LayerEdit
@@ -50,6 +48,7 @@ from alignez_eval.editing.subspaces import (
     v1_directions,
 )
 from alignez_eval.errors import ConfigError, DataError
+from alignez_eval.hashing import sha256_json
 from alignez_eval.selfpref.generate import Sampling, context_length
 from alignez_eval.selfpref.pipeline import SelfPrefSettings, degeneracy, normalize_queries, self_generate
 from alignez_eval.selfpref.templates import activation_text, parse_keywords
@@ -207,9 +206,7 @@ def _coerce(name: str, raw: Any, hint: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # identity and cache
 # ---------------------------------------------------------------------------------------------
-def _sha(obj: Any) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+_sha = sha256_json
 
 
 def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
@@ -546,17 +543,8 @@ def _load_cached(cache: Path, key: str) -> FitResult | None:
 
 def _store_cached(cache: Path, key: str, result: FitResult) -> None:
     """Build the entry in a temp sibling and rename it into place: a killed run leaves no half entry."""
-    final = _entry(cache, key)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", suffix=".tmp", dir=final.parent))
-    try:
+    with atomic_dir(_entry(cache, key), suffix=".tmp") as tmp:
         write_outputs(result, tmp / "edit.safetensors", text=False)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

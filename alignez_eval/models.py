@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from alignez_eval.errors import ArtifactError, ConfigError
+from alignez_eval.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -223,20 +224,12 @@ def prepared_dir(name: str) -> Path:
 # manifest
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_records(directory: Path) -> dict[str, dict[str, int | str]]:
     records: dict[str, dict[str, int | str]] = {}
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         rel = path.relative_to(directory).as_posix()
         if rel != MANIFEST:
-            records[rel] = {"size": path.stat().st_size, "sha256": _sha256_file(path)}
+            records[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
     return records
 
 
@@ -317,7 +310,7 @@ def check_prepared(name: str, verify: bool = False, directory: Path | None = Non
             return f"{rel} has {size} bytes, manifest says {record.get('size')}"
     if verify:
         for rel, record in files.items():
-            if _sha256_file(directory / rel) != record.get("sha256"):
+            if sha256_file(directory / rel) != record.get("sha256"):
                 return f"{rel} does not match its sha256 in {MANIFEST}"
     return None
 

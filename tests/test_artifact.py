@@ -13,9 +13,17 @@ from safetensors.torch import save_file
 from tiny import make_model
 
 from alignez_eval.editing.architectures import hidden_size, num_layers
-from alignez_eval.editing.artifact import CHECKSUM_KEY, METADATA_KEY, Edit, EditMeta, LayerEdit, file_sha256
+from alignez_eval.editing.artifact import (
+    CHECKSUM_FIELD,
+    LEGACY_CHECKSUM_KEY,
+    METADATA_KEY,
+    Edit,
+    EditMeta,
+    LayerEdit,
+)
 from alignez_eval.editing.random_edit import random_edit
 from alignez_eval.errors import ArtifactError
+from alignez_eval.hashing import sha256_file
 
 
 def _unit(rows: int, d: int, g: torch.Generator) -> torch.Tensor:
@@ -36,7 +44,7 @@ def _edit(d: int = 8, n: int = 3) -> Edit:
 def test_round_trip(tmp_path: Path) -> None:
     e = _edit()
     sha = e.save(tmp_path / "sub" / "e.safetensors")
-    assert sha == file_sha256(tmp_path / "sub" / "e.safetensors") and len(sha) == 64
+    assert sha == sha256_file(tmp_path / "sub" / "e.safetensors") and len(sha) == 64
     back = Edit.load(tmp_path / "sub" / "e.safetensors")
     assert back.sha256 == sha
     assert back.meta == e.meta
@@ -166,11 +174,14 @@ def test_checksum_is_stored_and_old_files_load_with_a_warning(tmp_path: Path, ca
     e.save(path)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    assert len(meta[CHECKSUM_KEY]) == 64
+    assert list(meta) == [METADATA_KEY]
+    fields = json.loads(meta[METADATA_KEY])
+    assert len(fields.pop(CHECKSUM_FIELD)) == 64
     old = tmp_path / "old.safetensors"
     tensors = {f"layer.{i}.{n}": getattr(le, n) for i, le in e.layers.items() for n in ("harm", "help", "steer")
                if getattr(le, n) is not None}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(old), metadata={METADATA_KEY: meta[METADATA_KEY]})
+    unchecked = {METADATA_KEY: json.dumps(fields)}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(old), metadata=unchecked)
     with caplog.at_level(logging.WARNING, logger="alignez_eval.editing.artifact"):
         back = Edit.load(old)
     assert torch.equal(back.layers[0].harm, e.layers[0].harm)
@@ -181,7 +192,7 @@ def test_checksum_is_stored_and_old_files_load_with_a_warning(tmp_path: Path, ca
     assert not caplog.records
     # an old file still gets the value checks
     tensors["layer.0.help"] = torch.full_like(tensors["layer.0.help"], float("nan"))
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(old), metadata={METADATA_KEY: meta[METADATA_KEY]})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(old), metadata=unchecked)
     with pytest.raises(ArtifactError, match="non-finite"):
         Edit.load(old)
 
@@ -222,3 +233,33 @@ def test_tensor_names_not_written_by_alignez_eval(tmp_path: Path) -> None:
               metadata={"alignez": meta})
     with pytest.raises(ArtifactError, match=r"tensors \['layer.x.harm'\] that are not layer.<i>.harm\|help\|steer"):
         Edit.load(path)
+
+
+def test_saving_an_edit_twice_gives_byte_identical_files(tmp_path: Path) -> None:
+    """`Edit.sha256` is the file's hash and keys the fit cache: equal edits must be equal bytes.
+    (Two safetensors metadata keys were written in either order: ~50% of saves differed.)"""
+    e = _edit()
+    shas = {e.save(tmp_path / f"e{i}.safetensors") for i in range(16)}
+    assert len(shas) == 1
+    assert Edit.load(tmp_path / "e0.safetensors").sha256 == shas.pop()
+
+
+def test_files_with_the_checksum_in_a_second_metadata_key_still_verify(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    e = _edit()
+    path = tmp_path / "e.safetensors"
+    e.save(path)
+    with safe_open(str(path), framework="pt") as f:
+        fields = json.loads(f.metadata()[METADATA_KEY])
+    checksum = fields.pop(CHECKSUM_FIELD)
+    tensors = {f"layer.{i}.{n}": getattr(le, n) for i, le in e.layers.items() for n in ("harm", "help", "steer")
+               if getattr(le, n) is not None}
+    legacy = tmp_path / "legacy.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(legacy),
+              metadata={METADATA_KEY: json.dumps(fields), LEGACY_CHECKSUM_KEY: checksum})
+    assert torch.equal(Edit.load(legacy).layers[0].harm, e.layers[0].harm)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(legacy),
+              metadata={METADATA_KEY: json.dumps(fields), LEGACY_CHECKSUM_KEY: "0" * 64})
+    with pytest.raises(ArtifactError, match="do not match the checksum"):
+        Edit.load(legacy)

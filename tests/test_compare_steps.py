@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from alignez_eval.errors import ConfigError
+from alignez_eval.hashing import canonical_json
 from alignez_eval.pipeline.identity import model_identity, parse_model_args, queries_fingerprint
-from alignez_eval.pipeline.steps import STEP_FILE, StepCache, canonical_json
+from alignez_eval.pipeline.steps import STEP_FILE, StepCache
 
 
 def _writer(calls: list[str], text: str):

@@ -40,8 +40,8 @@ def _load_prompts(path: Path) -> list[dict[str, str]]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from alignez_eval.atomic import atomic_write_text
     from alignez_eval.judge import judge_check, parse_judge_spec
-    from alignez_eval.judge.runner import atomic_write_text
 
     spec = parse_judge_spec(args.judge)
     prompts = _load_prompts(args.prompts) if args.prompts else None

@@ -11,15 +11,14 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from alignez_eval.atomic import atomic_write_safetensors
 from alignez_eval.editing.architectures import find_components, hidden_size
 from alignez_eval.errors import ConfigError, DataError
 
@@ -179,17 +178,7 @@ def _answer_mask(
 # ---- activation files ---------------------------------------------------------------------------
 def save_activations(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write named (n, L, d) tensors + JSON metadata atomically (safetensors; no pickle)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={"alignez_activations": json.dumps(meta, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_safetensors(path, tensors, {"alignez_activations": json.dumps(meta, sort_keys=True)})
 
 
 def load_activations(

@@ -4,8 +4,9 @@ File layout (no pickle anywhere):
   tensors   layer.{i}.harm   (k_harm, d) float32, orthonormal rows (may have 0 rows)
             layer.{i}.help   (k_help, d) float32, orthonormal rows (may have 0 rows)
             layer.{i}.steer  (d,)        float32, only for additive rules (CAA, ITI)
-  metadata  {"alignez": JSON of EditMeta, with per-layer stats under "layer_stats",
-             "alignez_tensors_sha256": sha256 over every tensor's name, dtype, shape and bytes}
+  metadata  {"alignez": JSON of EditMeta, with per-layer stats under "layer_stats" and
+             "tensors_sha256": sha256 over every tensor's name, dtype, shape and bytes}
+            (one key only, so equal edits are byte-equal files: `Edit.sha256` is the file's hash)
 
 `Edit.load` refuses a file whose tensors do not match that checksum (bytes corrupted under an
 intact header), non-finite values, and Θ rows that are not unit vectors; files written before the
@@ -15,30 +16,30 @@ checksum existed load with a warning.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from alignez_eval import __version__
+from alignez_eval.atomic import atomic_write_safetensors
 from alignez_eval.editing.rules import RULES
 from alignez_eval.errors import ArtifactError
+from alignez_eval.hashing import sha256_file, sha256_tensors
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 METADATA_KEY = "alignez"
-CHECKSUM_KEY = "alignez_tensors_sha256"
+CHECKSUM_FIELD = "tensors_sha256"  # inside the METADATA_KEY JSON
+LEGACY_CHECKSUM_KEY = "alignez_tensors_sha256"  # a second metadata key in files of 0.x before the fix
 # |‖θ‖ − 1| allowed for a basis row: float32 SVD bases are unit to ~1e-6; 1e-3 leaves room for
 # bases cast through bf16 and back, and still catches rows that were never normalised.
 UNIT_NORM_TOL = 1e-3
@@ -170,16 +171,11 @@ class Edit:
                 stats[str(i)] = le.stats
         meta = dataclasses.asdict(self.meta)
         meta["layer_stats"] = stats
-        metadata = {METADATA_KEY: json.dumps(meta, sort_keys=True), CHECKSUM_KEY: tensors_sha256(tensors)}
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        self.sha256 = file_sha256(path)
+        meta[CHECKSUM_FIELD] = sha256_tensors(tensors)
+        # One metadata key: safetensors stores metadata in a hash map, so two keys could be written
+        # in either order and the same edit would get two file hashes.
+        atomic_write_safetensors(path, tensors, {METADATA_KEY: json.dumps(meta, sort_keys=True)})
+        self.sha256 = sha256_file(path)
         self.path = str(path)
         return self.sha256
 
@@ -209,6 +205,7 @@ class Edit:
         try:
             meta_d = json.loads(raw_meta)
             layer_stats = meta_d.pop("layer_stats", {})
+            stored = meta_d.pop(CHECKSUM_FIELD, None) or file_meta.get(LEGACY_CHECKSUM_KEY)
             known = {f.name for f in dataclasses.fields(EditMeta)}
             meta = EditMeta(**{k: v for k, v in meta_d.items() if k in known})
         except (json.JSONDecodeError, TypeError) as exc:
@@ -218,7 +215,6 @@ class Edit:
                 f"edit artifact {str(path)!r} has format version {meta.format_version}; this alignez-eval "
                 f"reads up to {FORMAT_VERSION} — upgrade alignez-eval"
             )
-        stored = file_meta.get(CHECKSUM_KEY)
         if stored is None and str(path) not in _WARNED_NO_CHECKSUM:
             _WARNED_NO_CHECKSUM.add(str(path))  # once per file: a sweep reloads the same artifact often
             logger.warning(
@@ -226,7 +222,7 @@ class Edit:
                 "bytes cannot be detected beyond the value checks; re-save it (Edit.load(p).save(p)) to add one",
                 str(path),
             )
-        elif stored is not None and stored != tensors_sha256(tensors):
+        elif stored is not None and stored != sha256_tensors(tensors):
             raise ArtifactError(
                 f"edit artifact {str(path)!r}: its tensors do not match the checksum stored with them "
                 "(the file's bytes were changed after it was written); re-create it with `alignez-eval fit`"
@@ -260,7 +256,7 @@ class Edit:
                 f"num_layers={meta.num_layers} (0..{meta.num_layers - 1}); the file is inconsistent — "
                 "re-create it with `alignez-eval fit`"
             )
-        edit = cls(meta=meta, layers=layers, sha256=file_sha256(path), path=str(path))
+        edit = cls(meta=meta, layers=layers, sha256=sha256_file(path), path=str(path))
         edit.validate()
         return edit
 
@@ -277,21 +273,3 @@ class Edit:
             "model": self.meta.model,
             "sha256": self.sha256,
         }
-
-
-def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
-    """Checksum of the tensors as stored: name, dtype, shape and raw bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

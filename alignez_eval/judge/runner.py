@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval import __version__
-from alignez_eval.atomic import atomic_write_text  # noqa: F401  (re-exported)
+from alignez_eval.atomic import atomic_write_text
 from alignez_eval.errors import DataError
 from alignez_eval.judge.cache import JudgmentCache
 from alignez_eval.judge.engine import Judge, PairItem

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval import __version__
+from alignez_eval.atomic import atomic_write_text
 from alignez_eval.errors import ConfigError
+from alignez_eval.hashing import canonical_json, sha256_text
 from alignez_eval.pipeline import parts
 from alignez_eval.pipeline.generate import generate_run, task_manager
 from alignez_eval.pipeline.identity import (
@@ -29,7 +31,7 @@ from alignez_eval.pipeline.identity import (
     parse_model_args,
     queries_fingerprint,
 )
-from alignez_eval.pipeline.steps import StepCache, StepResult, atomic_write_text, canonical_json, sha256_text
+from alignez_eval.pipeline.steps import StepCache, StepResult
 from alignez_eval.pipeline.user_tasks import (
     broken_yaml_hint,
     check_generates,

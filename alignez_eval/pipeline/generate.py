@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alignez_eval.pipeline.steps import sha256_file
+from alignez_eval.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alignez_eval.pipeline.steps import canonical_json, sha256_file, sha256_text
+from alignez_eval.hashing import canonical_json, sha256_file, sha256_text
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 _PROBE = 1 << 20

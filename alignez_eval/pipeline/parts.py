@@ -81,7 +81,7 @@ def fit_edit(lm: Any, queries: list[dict[str, Any]], method: str, settings: dict
     method, so AlignEZ v2/v1, CAA and ITI fitted on the same prompts share one generation pass.
     """
     from alignez_eval.fit import FitSettings, run_fit, write_outputs
-    from alignez_eval.pipeline.steps import sha256_file
+    from alignez_eval.hashing import sha256_file
 
     set_edit(lm, None, {})  # the hooks only act inside lm-eval calls; this keeps the state explicit
     fs = FitSettings.from_mapping({**settings, "method": fit_method(method)})

@@ -12,7 +12,6 @@ second invocation can show — and tests can count — that nothing unchanged wa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,29 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval import __version__
-from alignez_eval.atomic import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
+from alignez_eval.atomic import atomic_dir, atomic_write_json
+from alignez_eval.hashing import canonical_json, sha256_text
 
 logger = logging.getLogger(__name__)
 
 STEP_FILE = "step.json"
 MANIFEST = "manifest.json"
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace: equal inputs give byte-equal text, hence equal hashes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def software_versions() -> dict[str, str]:
@@ -186,21 +169,13 @@ class StepCache:
             return hit
         key = self.key(kind, inputs)
         final = self.path_for(kind, name, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
         logger.info("step %s/%s: running (key %s)", kind, name, key[:12])
         t0 = time.perf_counter()
-        try:
+        with atomic_dir(final) as tmp:
             meta = dict(produce(tmp) or {})
             seconds = time.perf_counter() - t0
             atomic_write_json(tmp / STEP_FILE, {"key": key, "kind": kind, "name": name, "inputs": inputs,
                                                 "meta": meta, "seconds": seconds, "versions": self.versions})
-            if final.exists():  # a stale or partial directory for the same key: replace it
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         logger.info("step %s/%s: done in %.1f s", kind, name, seconds)
         res = StepResult(kind, name, key, final, meta, False, seconds)
         self.ran.append(f"{kind}/{name}")

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alignez_eval.atomic import atomic_write_json
 from alignez_eval.errors import ConfigError
 from alignez_eval.pipeline import tracking
 from alignez_eval.pipeline.compare import CompareConfig, ComparePipeline, Comparison, ModelSlot, System
-from alignez_eval.pipeline.steps import StepResult, atomic_write_json
+from alignez_eval.pipeline.steps import StepResult
 from alignez_eval.pipeline.sweep_config import (
     EDIT_PARAMS,
     FIT_PARAMS,

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from alignez_eval.atomic import atomic_write_text
 from alignez_eval.errors import DataError
-from alignez_eval.judge.runner import atomic_write_text, load_judgments, safe_name
+from alignez_eval.judge.runner import load_judgments, safe_name
 from alignez_eval.report.bootstrap import DEFAULT_N_BOOT
 from alignez_eval.report.gap import MIN_TUNED_NET, GapResult, average_gap, gap_closed
 from alignez_eval.report.metrics import VALUES, HeadToHead, head_to_head
