@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from alignez_eval.judge.backends.base import Backend, JudgeRequest, make_backend
+from alignez_eval.judge.backends import Backend, JudgeRequest, make_backend
 from alignez_eval.judge.cache import JudgmentCache, judgment_key
 from alignez_eval.judge.spec import JudgeSpec
 from alignez_eval.judge.verdicts import ERROR, TIE, length_term, pairwise_verdict, single_verdict

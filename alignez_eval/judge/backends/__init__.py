@@ -3,6 +3,22 @@ next-token probabilities), `rm` (sequence-classification reward model)."""
 
 from __future__ import annotations
 
-from alignez_eval.judge.backends.base import Backend, JudgeRequest, make_backend
+from alignez_eval.judge.backends.base import Backend, JudgeRequest
+from alignez_eval.judge.spec import JudgeSpec
 
 __all__ = ["Backend", "JudgeRequest", "make_backend"]
+
+
+def make_backend(spec: JudgeSpec) -> Backend:
+    # Imported on demand: `openai` needs no torch, `hf`/`rm` need no HTTP client.
+    if spec.backend == "openai":
+        from alignez_eval.judge.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(spec)
+    if spec.backend == "hf":
+        from alignez_eval.judge.backends.hf import HFBackend
+
+        return HFBackend(spec)
+    from alignez_eval.judge.backends.rm import RewardModelBackend
+
+    return RewardModelBackend(spec)

@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from alignez_eval.judge.spec import JudgeSpec
-
 
 @dataclass(frozen=True)
 class JudgeRequest:
@@ -47,16 +45,3 @@ class Backend(Protocol):
 
     def close(self) -> None: ...
 
-
-def make_backend(spec: JudgeSpec) -> Backend:
-    if spec.backend == "openai":
-        from alignez_eval.judge.backends.openai import OpenAIBackend
-
-        return OpenAIBackend(spec)
-    if spec.backend == "hf":
-        from alignez_eval.judge.backends.hf import HFBackend
-
-        return HFBackend(spec)
-    from alignez_eval.judge.backends.rm import RewardModelBackend
-
-    return RewardModelBackend(spec)
