@@ -69,7 +69,7 @@ def test_judge_identity_keys_an_embedded_model_by_name(tmp_path, monkeypatch) ->
 
 
 def test_torch_dtype_takes_auto() -> None:
-    from alignez_eval.judge.backends.hf import torch_dtype
+    from alignez_eval.judge.backends.loading import torch_dtype
 
     assert torch_dtype("auto") == getattr(torch, dtypes.fast_dtype("cpu"))
     assert torch_dtype("fp32") == torch.float32

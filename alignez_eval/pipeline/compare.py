@@ -362,7 +362,7 @@ class ComparePipeline:
     def judge_identity(self, spec: Any) -> dict[str, Any]:
         ident = {"spec": spec.identity()}
         if spec.backend in ("hf", "rm"):
-            from alignez_eval.judge.backends.hf import resolve_model_path
+            from alignez_eval.judge.backends.loading import resolve_model_path
 
             ident["model"] = model_identity(resolve_model_path(spec.model))
         return ident
@@ -374,17 +374,10 @@ class ComparePipeline:
         if self._judge_model is None:
             import time
 
-            import torch
-            from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+            from alignez_eval.judge.backends.loading import load_judge_model
 
-            from alignez_eval.judge.backends.hf import default_device, resolve_model_path, torch_dtype
-
-            path = resolve_model_path(spec.model)
             t0 = time.perf_counter()
-            cls = AutoModelForCausalLM if spec.backend == "hf" else AutoModelForSequenceClassification
-            tok = AutoTokenizer.from_pretrained(path)
-            model = cls.from_pretrained(path, dtype=torch_dtype(spec.resolved_dtype)).to(torch.device(default_device(spec.device)))
-            self._judge_model = (model.eval(), tok)
+            self._judge_model = load_judge_model(spec)
             self.stats["judge_loads"] = self.stats.get("judge_loads", 0) + 1
             logger.info("judge %s loaded in %.1f s", spec.model, time.perf_counter() - t0)
         return spec.using(*self._judge_model)

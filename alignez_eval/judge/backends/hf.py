@@ -16,46 +16,16 @@ import copy
 import inspect
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from alignez_eval.errors import ConfigError
 from alignez_eval.judge.backends.base import JudgeRequest, empty_result
+from alignez_eval.judge.backends.loading import load_judge_model
 from alignez_eval.judge.spec import JudgeSpec
 
 logger = logging.getLogger(__name__)
-
-_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16,
-           "float32": torch.float32, "fp32": torch.float32}
-
-
-def resolve_model_path(name: str) -> str:
-    """A directory as given, else an embedded model name resolved by `alignez_eval.models`."""
-    if Path(name).exists():
-        return name
-    try:
-        from alignez_eval.models import model_path  # lazy: the registry may download/convert
-    except ImportError as exc:
-        raise ConfigError(f"judge model {name!r} is not a directory and alignez_eval.models is unavailable "
-                          f"({exc}); pass a local model directory") from exc
-    return str(model_path(name))
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """A torch dtype from its name; `auto` is decided for this machine (alignez_eval.dtypes)."""
-    from alignez_eval.dtypes import resolve_dtype
-
-    name = resolve_dtype(name)
-    if name not in _DTYPES:
-        raise ConfigError(f"dtype {name!r} is unknown; use one of {sorted(_DTYPES)}")
-    return _DTYPES[name]
-
-
-def default_device(device: str | None) -> str:
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")
-
 
 def chat_text(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, bool]:
     """Render messages with the tokenizer's chat template. -> (text, template_used). Templates
@@ -118,15 +88,9 @@ class HFBackend:
             if spec.tokenizer_obj is None:
                 raise ConfigError("a preloaded judge model needs its tokenizer too (spec.using(model, tokenizer))")
             self.model, self.tokenizer = spec.model_obj, spec.tokenizer_obj
-            self.device = next(self.model.parameters()).device
         else:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            path = resolve_model_path(spec.model)
-            self.device = torch.device(default_device(spec.device))
-            logger.info("loading judge %s (%s) on %s", spec.model, spec.resolved_dtype, self.device)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(spec.resolved_dtype)).to(self.device)
+            self.model, self.tokenizer = load_judge_model(spec)
+        self.device = next(self.model.parameters()).device
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -12,7 +12,8 @@ import torch
 
 from alignez_eval.errors import ConfigError
 from alignez_eval.judge.backends.base import JudgeRequest, empty_result
-from alignez_eval.judge.backends.hf import default_device, resolve_model_path, torch_dtype, truncate_tokens
+from alignez_eval.judge.backends.hf import truncate_tokens
+from alignez_eval.judge.backends.loading import load_judge_model
 from alignez_eval.judge.spec import JudgeSpec
 
 logger = logging.getLogger(__name__)
@@ -26,16 +27,9 @@ class RewardModelBackend:
             if spec.tokenizer_obj is None:
                 raise ConfigError("a preloaded reward model needs its tokenizer too (spec.using(model, tokenizer))")
             self.model, self.tokenizer = spec.model_obj, spec.tokenizer_obj
-            self.device = next(self.model.parameters()).device
         else:
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-            path = resolve_model_path(spec.model)
-            self.device = torch.device(default_device(spec.device))
-            logger.info("loading reward model %s (%s) on %s", spec.model, spec.resolved_dtype, self.device)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, dtype=torch_dtype(spec.resolved_dtype)).to(self.device)
+            self.model, self.tokenizer = load_judge_model(spec)
+        self.device = next(self.model.parameters()).device
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
