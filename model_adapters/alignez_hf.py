@@ -25,19 +25,11 @@ from lm_eval.models.huggingface import HFLM
 
 from alignez_eval import __version__
 from alignez_eval.editing.artifact import Edit
-from alignez_eval.editing.hooks import (
-    EditConfig,
-    EditPlan,
-    GenerationPositions,
-    RowGates,
-    SpanPositions,
-    capture_query_states,
-    edit_session,
-    loglikelihood_span,
-    prepare_plan,
-    query_gates,
-)
+from alignez_eval.editing.gates import RowGates, capture_query_states, query_gates
+from alignez_eval.editing.hooks import edit_session
 from alignez_eval.editing.layers import check_no_split_layer_list
+from alignez_eval.editing.plan import EditConfig, EditPlan, prepare_plan
+from alignez_eval.editing.positions import GenerationPositions, SpanPositions, loglikelihood_span
 from alignez_eval.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -13,14 +13,10 @@ import alignez_eval
 from alignez_eval.cli import main as cli_main
 from alignez_eval.editing.activations import save_activations
 from alignez_eval.editing.artifact import Edit
-from alignez_eval.editing.hooks import (
-    EditConfig,
-    GenerationPositions,
-    capture_query_states,
-    edit_session,
-    prepare_plan,
-    query_gates,
-)
+from alignez_eval.editing.gates import capture_query_states, query_gates
+from alignez_eval.editing.hooks import edit_session
+from alignez_eval.editing.plan import EditConfig, prepare_plan
+from alignez_eval.editing.positions import GenerationPositions
 from alignez_eval.errors import ConfigError, DataError
 from alignez_eval.fit import FitSettings, _sha, _texts, model_fingerprint, run_fit, write_outputs
 

@@ -10,18 +10,11 @@ import pytest
 import torch
 from tiny import make_model
 
-from alignez_eval.editing.hooks import (
-    EditConfig,
-    GenerationPositions,
-    SpanPositions,
-    active_hook_count,
-    capture_query_states,
-    edit_session,
-    loglikelihood_span,
-    prepare_plan,
-    query_gates,
-)
+from alignez_eval.editing.gates import capture_query_states, query_gates
+from alignez_eval.editing.hooks import active_hook_count, edit_session
 from alignez_eval.editing.layers import check_no_split_layer_list, parse_layers
+from alignez_eval.editing.plan import EditConfig, prepare_plan
+from alignez_eval.editing.positions import GenerationPositions, SpanPositions, loglikelihood_span
 from alignez_eval.editing.random_edit import random_edit
 from alignez_eval.errors import ConfigError
 
@@ -361,30 +354,7 @@ def test_gate_keeps_both_halves_of_a_neg_align_pair(gate: str) -> None:
     assert 0 < kept < 3 * 3 * len(plan.hook_layers)  # the gate really selects
 
 
-# ---- the fused hot path ------------------------------------------------------------------------
-@pytest.mark.parametrize("k_harm,k_help,alpha", [(3, 2, 1.0), (3, 2, -2.5), (0, 4, 1.5), (4, 0, 1.0), (3, 3, 0.0)])
-def test_fused_update_equals_the_rule(k_harm: int, k_help: int, alpha: float) -> None:
-    """FusedAlignEZ (stacked Θ, clamp/tanh in place, one addmm) against rules.alignez_delta, with
-    and without per-row gates."""
-    from alignez_eval.editing import rules
-    from alignez_eval.editing.hooks import FusedAlignEZ
-
-    g = torch.Generator().manual_seed(k_harm * 10 + k_help)
-    d = 12
-    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
-    harm, help_ = q[:k_harm], q[k_harm:k_harm + k_help]
-    x = 3 * torch.randn(5, d, generator=g, dtype=torch.float64)
-    f = FusedAlignEZ.build(harm, help_, alpha)
-    got = x + f.delta_coeffs(x) @ f.theta_out
-    want = x + rules.alignez_delta(x, harm, help_, alpha)
-    torch.testing.assert_close(got, want)
-    gh = (torch.rand(5, k_harm, generator=g) > 0.5).double()
-    gp = (torch.rand(5, k_help, generator=g) > 0.5).double()
-    gate = torch.cat([gh, gp], dim=1)[:, : f.k]
-    got = x + (f.delta_coeffs(x) * gate) @ f.theta_out
-    torch.testing.assert_close(got, x + rules.alignez_delta(x, harm, help_, alpha, gh, gp))
-
-
+# ---- the fused hot path (FusedAlignEZ itself is tested in test_rules.py) -----------------
 @pytest.mark.parametrize("positions", ["last", "all"])
 def test_edit_under_autograd_builds_a_new_tensor_and_backpropagates(positions: str) -> None:
     """With autograd on, the hook must not write into the component's output in place."""
@@ -417,15 +387,3 @@ def test_prepass_stops_after_the_last_candidate_layer() -> None:
             h.remove()
     assert sorted(states) == [0, 1] and seen == []
     assert active_hook_count(model) == 0
-
-
-def test_fused_cast_is_made_once_per_dtype() -> None:
-    """Under autocast the hook sees bf16 outputs of an fp32 model: the basis is cast once, not per call."""
-    from alignez_eval.editing.hooks import FusedAlignEZ
-
-    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float32))
-    f = FusedAlignEZ.build(q[:2], q[2:4], 1.0)
-    x = torch.randn(3, 8, dtype=torch.bfloat16)
-    a, b = f.cast(x), f.cast(x)
-    assert a is b and a.theta_in.dtype == torch.bfloat16 and f.cast(x.float()) is f
-    torch.testing.assert_close(a.theta_out.float(), f.theta_out, atol=1e-2, rtol=1e-2)

@@ -101,3 +101,37 @@ def test_alpha_zero_and_empty_harm_is_identity() -> None:
     help_ = torch.tensor(_orthonormal(2, 8, 6), dtype=torch.float32)
     delta = rules.alignez_delta(x, empty, help_, 0.0)
     assert torch.count_nonzero(delta) == 0 and torch.equal(x + delta, x)
+
+
+# ---- the fused hot path ------------------------------------------------------------------------
+@pytest.mark.parametrize("k_harm,k_help,alpha", [(3, 2, 1.0), (3, 2, -2.5), (0, 4, 1.5), (4, 0, 1.0), (3, 3, 0.0)])
+def test_fused_update_equals_the_formula(k_harm: int, k_help: int, alpha: float) -> None:
+    """FusedAlignEZ (stacked Θ, clamp/tanh in place, one addmm) against the formula by hand and
+    against alignez_delta, with and without per-row gates."""
+    g = torch.Generator().manual_seed(k_harm * 10 + k_help)
+    d = 12
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    harm, help_ = q[:k_harm], q[k_harm:k_harm + k_help]
+    x = 3 * torch.randn(5, d, generator=g, dtype=torch.float64)
+    f = rules.FusedAlignEZ.build(harm, help_, alpha)
+    got = x + f.delta_coeffs(x) @ f.theta_out
+    np.testing.assert_allclose(got.numpy(), x.numpy() + _alignez_np(x.numpy(), harm.numpy(), help_.numpy(), alpha),
+                               atol=1e-12)
+    torch.testing.assert_close(got, x + rules.alignez_delta(x, harm, help_, alpha))
+    gh = (torch.rand(5, k_harm, generator=g) > 0.5).double()
+    gp = (torch.rand(5, k_help, generator=g) > 0.5).double()
+    gate = torch.cat([gh, gp], dim=1)[:, : f.k]
+    got = x + (f.delta_coeffs(x) * gate) @ f.theta_out
+    want = _alignez_np(x.numpy(), harm.numpy(), help_.numpy(), alpha, gh.numpy(), gp.numpy())
+    np.testing.assert_allclose(got.numpy(), x.numpy() + want, atol=1e-12)
+    torch.testing.assert_close(got, x + rules.alignez_delta(x, harm, help_, alpha, gh, gp))
+
+
+def test_fused_cast_is_made_once_per_dtype() -> None:
+    """Under autocast the hook sees bf16 outputs of an fp32 model: the basis is cast once, not per call."""
+    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float32))
+    f = rules.FusedAlignEZ.build(q[:2], q[2:4], 1.0)
+    x = torch.randn(3, 8, dtype=torch.bfloat16)
+    a, b = f.cast(x), f.cast(x)
+    assert a is b and a.theta_in.dtype == torch.bfloat16 and f.cast(x.float()) is f
+    torch.testing.assert_close(a.theta_out.float(), f.theta_out, atol=1e-2, rtol=1e-2)

@@ -21,17 +21,10 @@ import pytest
 import torch
 from tiny import make_model
 
-from alignez_eval.editing.hooks import (
-    EditConfig,
-    GenerationPositions,
-    SpanPositions,
-    active_hook_count,
-    capture_query_states,
-    edit_session,
-    loglikelihood_span,
-    prepare_plan,
-    query_gates,
-)
+from alignez_eval.editing.gates import capture_query_states, query_gates
+from alignez_eval.editing.hooks import active_hook_count, edit_session
+from alignez_eval.editing.plan import EditConfig, prepare_plan
+from alignez_eval.editing.positions import GenerationPositions, SpanPositions, loglikelihood_span
 from alignez_eval.editing.random_edit import random_edit
 
 
