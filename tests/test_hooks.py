@@ -10,10 +10,11 @@ import pytest
 import torch
 from tiny import make_model
 
+from alignez_eval.editing.config import EditConfig
 from alignez_eval.editing.gates import capture_query_states, query_gates
 from alignez_eval.editing.hooks import active_hook_count, edit_session
 from alignez_eval.editing.layers import check_no_split_layer_list, parse_layers
-from alignez_eval.editing.plan import EditConfig, prepare_plan
+from alignez_eval.editing.plan import prepare_plan
 from alignez_eval.editing.positions import GenerationPositions, SpanPositions, loglikelihood_span
 from alignez_eval.editing.random_edit import random_edit
 from alignez_eval.errors import ConfigError

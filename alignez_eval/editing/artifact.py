@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 
 from alignez_eval import __version__
 from alignez_eval.atomic import atomic_write_safetensors
+from alignez_eval.editing.config import COMPONENTS, GATES
 from alignez_eval.editing.rules import RULES
 from alignez_eval.errors import ArtifactError
 from alignez_eval.hashing import sha256_file, sha256_tensors
@@ -45,8 +46,6 @@ LEGACY_CHECKSUM_KEY = "alignez_tensors_sha256"  # a second metadata key in files
 UNIT_NORM_TOL = 1e-3
 _WARNED_NO_CHECKSUM: set[str] = set()
 _TENSOR_NAME = re.compile(r"^layer\.\d+\.(harm|help|steer)$")
-COMPONENTS = ("mlp", "block")
-GATES = ("paper", "flipped", "none")
 
 
 @dataclass

@@ -1,47 +1,20 @@
-"""An edit resolved against one model: what the user chose (`EditConfig`) checked against an
-artifact and a model, with the bases on each edited layer's device and dtype (`EditPlan`). Built
+"""An edit resolved against one model: what the user chose (`EditConfig`, editing/config.py) checked
+against an artifact and a model, with the bases on each edited layer's device and dtype (`EditPlan`). Built
 once per `set_edit` and reused by every model call."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from alignez_eval.editing.architectures import find_components, hidden_size, num_layers
-from alignez_eval.editing.artifact import COMPONENTS, GATES, Edit
+from alignez_eval.editing.artifact import Edit
+from alignez_eval.editing.config import EditConfig
 from alignez_eval.editing.layers import ALL, AUTO, format_layers, parse_layers, resolve_probe
-from alignez_eval.editing.positions import POSITIONS
 from alignez_eval.editing.rules import FusedAlignEZ
 from alignez_eval.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class EditConfig:
-    """User-facing settings. `None` means "what the artifact says"."""
-
-    alpha: float = 1.0
-    layers: str | None = None
-    n_layers: int | None = None
-    positions: str = "last"
-    component: str | None = None
-    gate: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) or not math.isfinite(self.alpha):
-            raise ConfigError(f"alpha={self.alpha!r} must be a finite number (e.g. alpha=1.0)")
-        if self.positions not in POSITIONS:
-            raise ConfigError(f"positions={self.positions!r}; choose one of {'|'.join(POSITIONS)}")
-        if self.component is not None and self.component not in COMPONENTS:
-            raise ConfigError(f"component={self.component!r}; choose one of {'|'.join(COMPONENTS)}")
-        if self.gate is not None and self.gate not in GATES:
-            raise ConfigError(f"gate={self.gate!r}; choose one of {'|'.join(GATES)}")
-        if self.n_layers is not None and (
-            not isinstance(self.n_layers, int) or isinstance(self.n_layers, bool) or self.n_layers < 1
-        ):
-            raise ConfigError(f"n_layers={self.n_layers!r} must be a positive integer")
 
 
 @dataclass

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-POSITIONS = ("last", "all", "generated")
-
 SKIP = "skip"  # edit nothing in this forward
 EVERY = "every"  # edit every position (no mask)
 LAST = "last"  # edit only position -1 of every row (computed on that slice alone)
