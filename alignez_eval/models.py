@@ -26,7 +26,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import zipfile
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from alignez_eval.atomic import atomic_dir
 from alignez_eval.errors import ArtifactError, ConfigError
 from alignez_eval.hashing import sha256_file
 
@@ -261,6 +261,8 @@ def write_manifest(spec: ModelSpec, directory: Path, extra: dict | None = None) 
         **(extra or {}),
         "files": _file_records(directory),
     }
+    # Not atomic_write_text: its mkstemp file is private (0600), and a manifest other users of a
+    # shared cache cannot read would make them rebuild the model.
     tmp = directory / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
     with tmp.open("w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
@@ -536,9 +538,10 @@ def _build(spec: ModelSpec, dest: Path) -> None:
     for stale in parent.glob(f".{spec.name}.partial-*"):
         logger.info("%s: removing leftover partial build %s", spec.name, stale)
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.partial-", dir=parent))
     timings: dict[str, float] = {}
-    try:
+    # Built beside `dest` and renamed into place (under the caller's lock); mkdtemp makes it
+    # private, the cache is meant to be shared: 0755 less the umask.
+    with atomic_dir(dest, prefix=f".{spec.name}.partial-", suffix="", mode=0o755 & ~_umask()) as tmp:
         t = time.perf_counter()
         wheels = fetch_wheels(spec)
         timings["wheels_s"] = round(time.perf_counter() - t, 2)
@@ -561,13 +564,8 @@ def _build(spec: ModelSpec, dest: Path) -> None:
 
         t = time.perf_counter()
         write_manifest(spec, tmp, {"timings": timings, "conversion_check": check})
-        tmp.chmod(0o755 & ~_umask())  # mkdtemp made it private; the cache is meant to be shared
-        os.rename(tmp, dest)
-        logger.info("%s: [4/4] manifest written and published in %.1fs -> %s", spec.name,
-                    time.perf_counter() - t, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    logger.info("%s: [4/4] manifest written and published in %.1fs -> %s", spec.name,
+                time.perf_counter() - t, dest)
 
 
 def prepare(name: str, force: bool = False, verify: bool = False) -> Path:

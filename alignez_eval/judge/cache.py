@@ -7,12 +7,13 @@ for it. Only the main thread touches the connection; backends hand results back 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+
+from alignez_eval.hashing import sha256_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS judgments (
@@ -29,7 +30,7 @@ CREATE TABLE IF NOT EXISTS judgments (
 def judgment_key(spec_hash: str, prompt_tag: str | None, instruction: str, answer_a: str, answer_b: str,
                  order: str) -> str:
     payload = json.dumps([spec_hash, prompt_tag, instruction, answer_a, answer_b, order], ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return sha256_text(payload)
 
 
 class JudgmentCache:

@@ -11,7 +11,6 @@ margins are applied when verdicts are derived, so changing one re-uses every cac
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 
 from alignez_eval.errors import ConfigError
+from alignez_eval.hashing import sha256_text
 from alignez_eval.judge.prompts import Prompt, load_prompt
 
 BACKENDS = ("openai", "hf", "rm")
@@ -161,7 +161,8 @@ class JudgeSpec:
         return ident
 
     def identity_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
+        # not canonical_json: this text keys every cached judgment, so it stays as first written
+        return sha256_text(json.dumps(self.identity(), sort_keys=True))
 
     def public_dict(self) -> dict[str, Any]:
         """The spec as data (for manifests); loaded objects are left out."""

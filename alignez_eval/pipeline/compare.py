@@ -13,14 +13,13 @@ import dataclasses
 import json
 import logging
 import shlex
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alignez_eval import __version__
-from alignez_eval.atomic import atomic_write_text
+from alignez_eval.atomic import atomic_write_bytes, atomic_write_text
 from alignez_eval.errors import ConfigError
 from alignez_eval.hashing import canonical_json, sha256_text
 from alignez_eval.pipeline import parts
@@ -425,11 +424,9 @@ class ComparePipeline:
         for kind, rel in res.meta["files"].items():
             src = res.path / rel
             dst = out_root / rel
-            if not dst.exists() or dst.read_bytes() != src.read_bytes():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dst.with_name(f".{dst.name}.tmp")
-                shutil.copyfile(src, tmp)
-                tmp.replace(dst)
+            data = src.read_bytes()
+            if not dst.exists() or dst.read_bytes() != data:
+                atomic_write_bytes(dst, data)
             published[kind] = dst
         return published
 
