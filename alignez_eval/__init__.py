@@ -26,10 +26,8 @@ def tasks_path() -> str:
 
 
 def __getattr__(name: str):  # PEP 562: `alignez_eval.fit(...)` without importing torch up front
-    if name == "fit":
-        import importlib
+    if name == "fit":  # the plain function alignez_eval.fitting.run.fit, imported on first use
+        from alignez_eval.fitting.run import fit
 
-        # The `alignez_eval.fit` module is itself callable (it forwards to `fit.fit`), so the name
-        # works the same whether or not the submodule was imported first.
-        return importlib.import_module("alignez_eval.fit")
+        return fit
     raise AttributeError(f"module 'alignez_eval' has no attribute {name!r}")

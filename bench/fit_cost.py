@@ -1,6 +1,6 @@
 """Cost of fitting an edit, stage by stage, for 32 and 128 queries.
 
-Runs the real pipeline (`alignez_eval.fit.run_fit`, self-generated pairs, method v2) on a fresh
+Runs the real pipeline (`alignez_eval.fitting.run_fit`, self-generated pairs, method v2) on a fresh
 cache directory and reads the stage timings it records (characteristics, answers, activations,
 probe, subspaces/SVD, total). Two stages the pipeline does not time on their own are measured by
 wrapping the functions it calls: the per-layer cosine filter (`cosine_keep`) and the model
@@ -103,11 +103,13 @@ class Instrument:
         self._undo.append((module, "capture", orig))
 
     def __enter__(self) -> Instrument:
-        import alignez_eval.fit as fit_mod
+        import alignez_eval.fitting.activations as activations_stage
+        import alignez_eval.fitting.layer_fit as layer_stage
+        import alignez_eval.fitting.run as run_mod
 
-        self._timed(fit_mod, "cosine_keep", "filtering")
-        self._timed(fit_mod, "model_fingerprint", "fingerprint")
-        self._counted_capture(fit_mod)
+        self._timed(layer_stage, "cosine_keep", "filtering")
+        self._timed(run_mod, "model_fingerprint", "fingerprint")
+        self._counted_capture(activations_stage)
         if self.model is not None:
             self._handle = self.model.register_forward_pre_hook(self._count, with_kwargs=True)
         return self
@@ -136,7 +138,7 @@ def stage_table(timings: dict[str, float], extra: dict[str, float]) -> dict[str,
 
 
 def run_one(model: Any, tok: Any, n: int, args: argparse.Namespace) -> dict[str, Any]:
-    from alignez_eval.fit import FitSettings, run_fit
+    from alignez_eval.fitting import FitSettings, run_fit
 
     queries = bench_queries(n)
     settings = FitSettings(method="v2", char_tokens=args.char_tokens, answer_tokens=args.answer_tokens,

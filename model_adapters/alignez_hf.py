@@ -191,7 +191,7 @@ class AlignEZHFLM(HFLM):
     def _fit_edit(self, requests: list[Any]) -> Edit:
         """Fit an edit on the fly (`fit=self` — the evaluation's own prompts — or `fit=QUERIES.jsonl|TASK`),
         with `fit_*` model_args as settings; cached by (model, queries, settings)."""
-        from alignez_eval.fit import fit_from_model_args, queries_from_requests
+        from alignez_eval.fitting.on_the_fly import fit_from_model_args, queries_from_requests
 
         if self.world_size == 1:
             return fit_from_model_args(self.model, self.tokenizer, self._fit_spec, self._fit_args, requests)

@@ -335,7 +335,7 @@ def test_artifact_default_layers_outside_the_model_name_the_file(llama, tmp_path
 
 
 def test_fit_seam_names_an_unknown_fit_spec(tiny_dir) -> None:
-    # The seam is wired to alignez_eval.fit (tests/test_fit_adapter.py covers fitting itself).
+    # The seam is wired to alignez_eval.fitting.on_the_fly (tests/test_fit_adapter.py covers fitting itself).
     lm = AlignEZHFLM(pretrained=str(tiny_dir("llama")), device="cpu", fit="selfgen")
     with pytest.raises(ConfigError, match="fit=selfgen: unknown task 'selfgen'.*fit=self"):
         lm.generate_until(gen_requests())

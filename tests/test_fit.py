@@ -18,7 +18,12 @@ from alignez_eval.editing.hooks import edit_session
 from alignez_eval.editing.plan import EditConfig, prepare_plan
 from alignez_eval.editing.positions import GenerationPositions
 from alignez_eval.errors import ConfigError, DataError
-from alignez_eval.fit import FitSettings, _sha, _texts, model_fingerprint, run_fit, write_outputs
+from alignez_eval.fitting.activations import activation_texts
+from alignez_eval.fitting.cache import model_fingerprint
+from alignez_eval.fitting.outputs import write_outputs
+from alignez_eval.fitting.run import run_fit
+from alignez_eval.fitting.settings import FitSettings
+from alignez_eval.hashing import sha256_json
 
 QUERIES = [{"id": f"q{i}", "instruction": f"Explain how to do task number {i} step by step."} for i in range(6)]
 FAST = dict(char_tokens=6, answer_tokens=12, gen_batch_size=6, min_pairs=2)
@@ -184,11 +189,11 @@ def test_planted_activations_drive_filtering_min_pairs_and_recovery(tiny, tmp_pa
             phi[2 * i, layer] = 0.3 * base + a * u
             phi[2 * i + 1, layer] = 0.3 * base - a * u + 0.01 * rng.normal(size=d)
     records = _pairs(n)
-    texts, _ = _texts(records)
+    texts, _ = activation_texts(records)
     ident = model_fingerprint(model)
     acts_file = tmp_path / "acts.safetensors"
     save_activations(acts_file, {"phi": torch.tensor(phi, dtype=torch.float32)},
-                     {"model": ident, "texts": _sha(texts), "component": "mlp", "read": "last", "layers_path": None})
+                     {"model": ident, "texts": sha256_json(texts), "component": "mlp", "read": "last", "layers_path": None})
     res = run_fit(model, _tok, None, FitSettings(min_pairs=4), pref_data=records, cache_dir=None,
                   activations_path=acts_file, progress=False)
     counts = res.report["fit"]["counts"]

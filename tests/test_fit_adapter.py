@@ -9,7 +9,7 @@ from lm_eval.api.instance import Instance
 from test_fit import Counter
 
 from alignez_eval.errors import ConfigError, DataError
-from alignez_eval.fit import queries_from_requests
+from alignez_eval.fitting.on_the_fly import queries_from_requests
 from model_adapters.alignez_hf import AlignEZHFLM
 
 DOCS = [{"instruction": f"Explain how to do task number {i} step by step.", "category": "regular"} for i in range(4)]

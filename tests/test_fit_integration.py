@@ -11,7 +11,7 @@ from test_fit import Counter, greedy_with
 from alignez_eval.dtypes import resolve_dtype
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.errors import AlignEZError
-from alignez_eval.fit import FitSettings, run_fit, write_outputs
+from alignez_eval.fitting import FitSettings, run_fit, write_outputs
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from alignez_eval.errors import ConfigError, DataError
-from alignez_eval.prefdata import load_pref_pairs, parse_row, split_hh
+from alignez_eval.fitting.prefdata import load_pref_pairs, parse_row, split_hh
 from alignez_eval.selfpref.templates import activation_text
 
 

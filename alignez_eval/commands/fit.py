@@ -87,7 +87,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from alignez_eval.fit import FitSettings
+    from alignez_eval.fitting.settings import FitSettings
 
     return FitSettings.from_mapping({
         "method": args.method, "keywords": args.keywords, "energy": args.energy,
@@ -136,7 +136,7 @@ def load_model(model_args: dict[str, str]) -> tuple[Any, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from alignez_eval.fit import run_fit, write_outputs
+    from alignez_eval.fitting import run_fit, write_outputs
     from alignez_eval.pipeline.identity import parse_model_args
 
     model_args = parse_model_args(args.model_args)

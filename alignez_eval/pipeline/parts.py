@@ -80,7 +80,7 @@ def fit_edit(lm: Any, queries: list[dict[str, Any]], method: str, settings: dict
     The fit module caches the self-generated pairs by (model, queries, generation settings), not by
     method, so AlignEZ v2/v1, CAA and ITI fitted on the same prompts share one generation pass.
     """
-    from alignez_eval.fit import FitSettings, run_fit, write_outputs
+    from alignez_eval.fitting import FitSettings, run_fit, write_outputs
     from alignez_eval.hashing import sha256_file
 
     set_edit(lm, None, {})  # the hooks only act inside lm-eval calls; this keeps the state explicit

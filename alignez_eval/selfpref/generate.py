@@ -5,31 +5,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from alignez_eval.errors import ConfigError, DataError
+from alignez_eval.sampling import Sampling
 from alignez_eval.selfpref.templates import base_frame, turn_markers
 
 logger = logging.getLogger(__name__)
 
 CHAT_MODES = ("auto", "yes", "no")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Decoding settings recorded with every generated pair."""
-
-    do_sample: bool = True
-    temperature: float = 0.7
-    top_p: float = 0.9
-    repetition_penalty: float = 1.0
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def uses_chat_template(tokenizer: Any, chat: str = "auto") -> bool:
