@@ -3,6 +3,7 @@ from the dataclass fields, and no torch needed to check settings."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import subprocess
 import sys
@@ -103,3 +104,29 @@ def test_checking_settings_needs_no_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def _compare_args(*argv: str) -> argparse.Namespace:
+    from alignez_eval.commands import compare
+
+    p = argparse.ArgumentParser()
+    compare.configure(p)
+    return p.parse_args(["--base", "pretrained=x", "--tasks", "t", "--judge", "hf:j", "--name", "n", *argv])
+
+
+def test_compare_flags_come_from_the_fields_and_are_checked_by_editconfig() -> None:
+    from alignez_eval.commands.compare import edit_settings
+    from alignez_eval.pipeline.parts import EDIT_ARG_KEYS, SET_EDIT_SETTINGS
+
+    assert SET_EDIT_SETTINGS == tuple(s for s in EDIT_SETTINGS if s != "component")
+    assert set(SET_EDIT_SETTINGS) < set(EDIT_ARG_KEYS)
+    assert edit_settings(_compare_args()) == {}
+    got = edit_settings(_compare_args("--alpha", "1.5", "--n_layers", "3", "--layers", "auto", "--gate", "none",
+                                      "--positions", "all"))
+    assert got == {"alpha": 1.5, "n_layers": 3, "layers": "auto", "gate": "none", "positions": "all"}
+    with pytest.raises(ConfigError, match=r"^alpha='abc' must be a finite number \(e.g. alpha=1.0\)$"):
+        edit_settings(_compare_args("--alpha", "abc"))
+    with pytest.raises(ConfigError, match=r"^n_layers=0 must be a positive integer"):
+        edit_settings(_compare_args("--n-layers", "0"))
+    with pytest.raises(SystemExit):  # argparse lists the choices EditConfig declares
+        _compare_args("--positions", "middle")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,29 @@ def test_shipped_configs_parse() -> None:
         assert cfg.points(), path
     demo = load_sweep(root / "demo_alpha_layers.yaml", resolve=False)
     assert {p.name for p in demo.params} == {"alpha", "n_layers"} and demo.search == "grid"
+
+
+@pytest.mark.parametrize("yaml_params,match", [
+    ("parameters: {alpha: [0.5, abc]}", r"parameter alpha: alpha='abc' must be a finite number \(e.g. alpha=1.0\)"),
+    ("parameters: {alpha: [1.0]}\nfixed: {positions: middle}",
+     r"fixed setting positions: positions='middle'; choose one of last\|all\|generated"),
+    ("parameters: {n_layers: {min: 0, max: 3}}\nsearch: random\nn_points: 2",
+     r"parameter n_layers: n_layers=0 must be a positive integer"),
+    ("parameters: {layers: ['1-2', '3,x']}", r"parameter layers: cannot read 'x' in layers='3,x'"),
+    ("parameters: {gate: [paper, sometimes]}", r"parameter gate: gate='sometimes'; choose one of paper\|flipped\|none"),
+])
+def test_bad_edit_value_in_yaml_fails_at_load(tmp_path: Path, yaml_params: str, match: str) -> None:
+    """A bad inference-time value fails when the YAML is read (the models are never loaded: the
+    paths below do not exist), with the file, the setting and its allowed values named."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("base: pretrained=/no/such/model\ntasks: [alignez_embedded]\njudge: hf:/no/such/judge\n"
+                    + yaml_params + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"sweep config {re.escape(str(path))}: {match}"):
+        load_sweep(path)
+
+
+def test_good_edit_values_in_yaml_are_kept_as_written() -> None:
+    cfg = parse_sweep({**BASE, "fixed": {"gate": "none", "layers": "auto"},
+                       "parameters": {"alpha": ["1.5", 2], "positions": ["last", "all"]}})
+    assert {(p["alpha"], p["positions"]) for p in cfg.points()} == {
+        ("1.5", "last"), ("1.5", "all"), (2, "last"), (2, "all")}

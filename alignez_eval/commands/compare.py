@@ -46,22 +46,27 @@ def _scalar(v: str) -> Any:
 
 
 def add_edit_args(p: argparse.ArgumentParser) -> None:
+    from alignez_eval.editing.config import setting_choices, setting_help
+    from alignez_eval.pipeline.parts import SET_EDIT_SETTINGS
+
     g = p.add_argument_group("edit settings (inference time; default: the artifact's)")
-    g.add_argument("--alpha", type=float, help="boost scale α")
-    g.add_argument("--layers", help="auto | all | 10-20 | 3;5;7")
-    g.add_argument("--n-layers", "--n_layers", dest="n_layers", type=int, help="top-n layers for layers=auto")
-    g.add_argument("--positions", choices=["last", "all", "generated"], help="which positions are edited")
-    g.add_argument("--gate", choices=["paper", "flipped", "none"], help="query-conditional direction filter")
+    for name in SET_EDIT_SETTINGS:
+        # strings: EditConfig reads and checks them (edit_settings), with its own error messages
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+        g.add_argument(*flags, dest=name, choices=setting_choices(name), help=setting_help(name))
     f = p.add_argument_group("fit settings (change the fitted artifact)")
     f.add_argument("--keywords", help="helpful | harmless | humor | POS/NEG keyword pair")
     f.add_argument("--energy", type=float, help="fraction of Σσ² kept by the helpful basis (v2)")
-    f.add_argument("--component", choices=["mlp", "block"], help="where Φ is read and the edit applied")
+    f.add_argument("--component", choices=setting_choices("component"), help="where Φ is read and the edit applied")
     f.add_argument("--fit-arg", action="append", metavar="KEY=VALUE",
                    help="any other fit setting (answer_tokens=128, gen_batch_size=32, min_pairs=4, ...)")
 
 
 def edit_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in ("alpha", "layers", "n_layers", "positions", "gate")}
+    """The edit flags that were given, checked and typed by EditConfig."""
+    from alignez_eval.pipeline.parts import SET_EDIT_SETTINGS, check_edit_settings
+
+    return check_edit_settings({k: getattr(args, k) for k in SET_EDIT_SETTINGS})
 
 
 def fit_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -9,17 +9,34 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from alignez_eval.editing.config import EDIT_SETTINGS, EditConfig
 from alignez_eval.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 # compare's method names -> fit's method names
 FIT_METHODS: dict[str, str] = {"alignez": "v2", "alignez-v1": "v1", "caa": "caa", "iti": "iti"}
+# `component` also decides where a fit reads Φ, so compare and sweep treat it as a fit setting and
+# the edit follows the artifact's; the other EditConfig fields only reconfigure the loaded model.
+SET_EDIT_SETTINGS: tuple[str, ...] = tuple(s for s in EDIT_SETTINGS if s != "component")
 # model_args that only configure the edit (set with set_edit, never at load time)
-EDIT_ARG_KEYS = ("edit", "alpha", "layers", "n_layers", "positions", "gate", "fit")
+EDIT_ARG_KEYS = ("edit", *SET_EDIT_SETTINGS, "fit")
+
+
+def check_edit_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The inference-time settings that were given (None = not given), checked by EditConfig and
+    typed as it types them ("1.5" → 1.5), so a bad value fails before any model loads."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    unknown = sorted(set(given) - set(SET_EDIT_SETTINGS))
+    if unknown:
+        raise ConfigError(f"unknown edit setting(s) {', '.join(unknown)}; inference-time settings are "
+                          f"{', '.join(SET_EDIT_SETTINGS)}")
+    config = EditConfig.from_mapping(given)
+    return {k: getattr(config, k) for k in given}
 
 
 def fit_method(name: str) -> str:

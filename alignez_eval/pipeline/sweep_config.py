@@ -37,12 +37,14 @@ from typing import Any
 
 import yaml
 
+from alignez_eval.editing.config import EditConfig
 from alignez_eval.errors import ConfigError
+from alignez_eval.pipeline.parts import SET_EDIT_SETTINGS
 
 # Edit settings a sweep may vary. Fit-time settings change the fitted artifact (cached per value);
-# inference-time settings only reconfigure the loaded model through `set_edit`.
+# inference-time settings (EditConfig's) only reconfigure the loaded model through `set_edit`.
 FIT_PARAMS: frozenset[str] = frozenset({"method", "energy", "keywords", "component", "min_pairs"})
-EDIT_PARAMS: frozenset[str] = frozenset({"alpha", "layers", "n_layers", "positions", "gate"})
+EDIT_PARAMS: frozenset[str] = frozenset(SET_EDIT_SETTINGS)
 SWEEP_PARAMS: frozenset[str] = FIT_PARAMS | EDIT_PARAMS
 METRICS: tuple[str, ...] = ("net_win", "gap_closed", "length_adjusted_win_rate", "win_rate")
 # Old configs say `lc_win_rate`: the same figure, renamed because it is not AlpacaEval 2's LC win rate.
@@ -227,6 +229,7 @@ def parse_sweep(raw: dict[str, Any], source: Path | None = None) -> SweepConfig:
     for k in fixed:
         if k not in SWEEP_PARAMS:
             raise ConfigError(f"{where}: unknown fixed setting {k!r}; choose from {', '.join(sorted(SWEEP_PARAMS))}")
+    _check_edit_values(where, params, fixed)
     overlap = sorted(set(fixed) & {p.name for p in params})
     if overlap:
         raise ConfigError(f"{where}: {', '.join(overlap)} both fixed and searched; keep one")
@@ -272,6 +275,22 @@ def parse_sweep(raw: dict[str, Any], source: Path | None = None) -> SweepConfig:
         source=source,
         raw=raw,
     )
+
+
+def _check_edit_values(where: str, params: list[Param], fixed: dict[str, Any]) -> None:
+    """Every listed value (and a range's ends) of an inference-time setting through EditConfig, so
+    `alpha: [1, abc]` fails here rather than at that point, after models were loaded."""
+    checks = [(f"fixed setting {k}", k, v) for k, v in fixed.items() if k in EDIT_PARAMS]
+    for p in params:
+        if p.name in EDIT_PARAMS:
+            values = p.values if p.values is not None else [p.min, p.max]
+            checks += [(f"parameter {p.name}", p.name, v) for v in values]
+    for what, name, value in checks:
+        try:
+            # None is a value here (gate: null means no gate, as in model_args), not "not given"
+            EditConfig.from_mapping({name: value})
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {what}: {exc}") from None
 
 
 def load_sweep(path: str | Path, *, resolve: bool = True) -> SweepConfig:
