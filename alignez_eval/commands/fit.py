@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import ConfigError
+from alignez_eval.fitting.settings import GROUPS, HELP_CHOICES, FitSettings
 
 logger = logging.getLogger(__name__)
 
@@ -48,36 +50,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model_args", "--model-args", required=True,
                         help="pretrained=DIR|NAME[,dtype=bfloat16|float32][,device=cpu|cuda][,gguf_file=F]"
                              "[,revision=R][,layers_path=model.layers]")
-    src = parser.add_argument_group("data")
-    src.add_argument("--queries", help="query JSONL (instruction/query/prompt per line) or one of our task names")
-    src.add_argument("--limit", type=int, help="use only the first N queries")
-    src.add_argument("--pref-data", help="real preference pairs instead of self-generation (see formats below)")
-    src.add_argument("--pref-limit", type=int, help="use only the first N usable real pairs")
-    src.add_argument("--keywords", default="helpful", help="helpful | harmless | humor | POS/NEG (default helpful)")
-    m = parser.add_argument_group("method")
-    m.add_argument("--method", default="v2", help="v2 (default) | v1 | caa | iti")
-    m.add_argument("--energy", type=float, default=0.90, help="v2: fraction of Σσ² kept (default 0.9)")
-    m.add_argument("--cos-threshold", type=float, default=0.8,
-                   help="v1/v2: per layer, drop pairs whose embeddings have cosine above this (default 0.8)")
-    m.add_argument("--min-pairs", type=int, default=4, help="layers with fewer surviving pairs are not edited")
-    m.add_argument("--harm-basis", default="neg_align", help="v2 harmful basis: neg_align (default) | harm_orth")
-    m.add_argument("--component", default="mlp", help="mlp (default) | block")
-    m.add_argument("--read", default="last", help="Φ at the last token (default) or the mean over the answer")
-    m.add_argument("--gate", default="auto",
-                   help="paper | flipped | none, recorded in the artifact (auto: paper for v2, none otherwise)")
-    m.add_argument("--n-layers", type=int, default=5, help="per-query top-n layers for layers=auto (default 5)")
-    m.add_argument("--top-k", type=int, default=5, help="iti/caa: layers kept by probe accuracy (default 5)")
-    g = parser.add_argument_group("generation")
-    g.add_argument("--char-tokens", type=int, default=50, help="new tokens per characteristic (default 50)")
-    g.add_argument("--answer-tokens", type=int, default=200, help="new tokens per answer (default 200)")
-    g.add_argument("--batch-size", type=int, default=16, help="queries per generate call (default 16)")
-    g.add_argument("--act-batch-size", type=int, default=16, help="texts per activation forward (default 16)")
-    g.add_argument("--chat", default="auto", help="auto (chat template if the tokenizer has one) | yes | no")
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--top-p", type=float, default=0.9)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    g.add_argument("--seed", type=int, default=0)
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    groups["data"].add_argument("--queries",
+                                help="query JSONL (instruction/query/prompt per line) or one of our task names")
+    groups["data"].add_argument("--pref-data", help="real preference pairs instead of self-generation "
+                                                    "(see formats below)")
+    _add_setting_flags(groups)
     o = parser.add_argument_group("output and caching")
     o.add_argument("--out", required=True, help="artifact path (.safetensors); pairs and reports go next to it")
     o.add_argument("--cache-dir", help="fit cache (default $ALIGNEZ_HOME/fits)")
@@ -86,19 +64,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _settings(args: argparse.Namespace) -> Any:
-    from alignez_eval.fitting.settings import FitSettings
+def setting_flags() -> dict[str, str]:
+    """FitSettings field → its flag (layers_path has none: it comes with --model_args)."""
+    return {f.name: f.metadata["flag"] or "--" + f.name.replace("_", "-")
+            for f in dataclasses.fields(FitSettings) if f.metadata["cli"]}
 
-    return FitSettings.from_mapping({
-        "method": args.method, "keywords": args.keywords, "energy": args.energy,
-        "cos_threshold": args.cos_threshold, "min_pairs": args.min_pairs, "harm_basis": args.harm_basis,
-        "component": args.component, "read": args.read, "gate": args.gate, "n_layers": args.n_layers,
-        "top_k": args.top_k, "char_tokens": args.char_tokens, "answer_tokens": args.answer_tokens,
-        "gen_batch_size": args.batch_size, "act_batch_size": args.act_batch_size, "chat": args.chat,
-        "do_sample": not args.greedy, "temperature": args.temperature, "top_p": args.top_p,
-        "repetition_penalty": args.repetition_penalty, "seed": args.seed, "limit": args.limit,
-        "pref_limit": args.pref_limit, "layers_path": args.layers_path,
-    })
+
+def _add_setting_flags(groups: dict[str, Any]) -> None:
+    """One flag per FitSettings field, default and help from the field. Values stay strings here:
+    FitSettings.from_mapping reads them as it reads model_args, so a bad one is one ConfigError."""
+    flags = setting_flags()
+    for f in dataclasses.fields(FitSettings):
+        if f.name not in flags:
+            continue
+        group, help_text = groups[f.metadata["group"]], f.metadata["help"]
+        if isinstance(f.default, bool):  # a switch that flips the default (--greedy: do_sample off)
+            group.add_argument(flags[f.name], dest=f.name, default=f.default,
+                               action="store_false" if f.default else "store_true", help=help_text)
+            continue
+        choices = HELP_CHOICES.get(f.name)
+        group.add_argument(
+            flags[f.name], dest=f.name, default=f.default,
+            metavar="{" + ",".join(choices) + "}" if choices else flags[f.name].lstrip("-").replace("-", "_").upper(),
+            help=help_text if f.default is None else f"{help_text} (default {f.default})",
+        )
+
+
+def _settings(args: argparse.Namespace) -> FitSettings:
+    values = {name: getattr(args, name) for name in setting_flags()}
+    return FitSettings.from_mapping({**values, "layers_path": args.layers_path})
 
 
 def load_model(model_args: dict[str, str]) -> tuple[Any, Any]:
@@ -151,7 +145,7 @@ def main(args: argparse.Namespace) -> int:
     if args.queries and not args.pref_data:
         from alignez_eval.queries import load_queries
 
-        queries = load_queries(args.queries, args.limit)
+        queries = load_queries(args.queries, settings.limit)
     t0 = time.perf_counter()
     model, tok = load_model(model_args)
     logger.info("loaded %s in %.1f s", model_args.get("pretrained"), time.perf_counter() - t0)
