@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "fit", "tasks_path"]
+__all__ = ["__version__", "apply_edit", "fit", "tasks_path"]
 
 
 def tasks_path() -> str:
@@ -30,4 +30,8 @@ def __getattr__(name: str):  # PEP 562: `alignez_eval.fit(...)` without importin
         from alignez_eval.fitting.run import fit
 
         return fit
+    if name == "apply_edit":  # alignez_eval.apply.apply_edit: an edit on any causal LM outside lm-eval
+        from alignez_eval.apply import apply_edit
+
+        return apply_edit
     raise AttributeError(f"module 'alignez_eval' has no attribute {name!r}")
