@@ -9,8 +9,6 @@ needs them is not cached — and freed before the next one is loaded.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import shlex
 import sys
@@ -18,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignez_eval import __version__
-from alignez_eval.atomic import atomic_write_bytes, atomic_write_text
 from alignez_eval.errors import ConfigError
 from alignez_eval.hashing import canonical_json, sha256_text
 from alignez_eval.pipeline import parts
@@ -30,9 +26,21 @@ from alignez_eval.pipeline.identity import (
     parse_model_args,
     queries_fingerprint,
 )
+from alignez_eval.pipeline.judging import JudgeSteps, merge_runs
+from alignez_eval.pipeline.plan import (
+    BASE_SUFFIX,
+    Comparison,
+    ModelEntry,
+    ModelSlot,
+    System,
+    has_chat_template,
+    model_label,
+    select_positions,
+    task_variants,
+)
+from alignez_eval.pipeline.reporting import ReportSteps
 from alignez_eval.pipeline.steps import StepCache, StepResult
 from alignez_eval.pipeline.user_tasks import (
-    broken_yaml_hint,
     check_generates,
     check_same_documents,
     is_user_task,
@@ -42,7 +50,10 @@ from alignez_eval.pipeline.user_tasks import (
 
 logger = logging.getLogger(__name__)
 
-BASE_SUFFIX = "_base"
+# Re-exported: `sweep` and the tests build on these pieces.
+__all__ = ["BASE_SUFFIX", "CompareConfig", "ComparePipeline", "CompareResult", "Comparison", "ModelEntry",
+           "ModelSlot", "System", "merge_runs", "run_compare", "select_positions", "task_variants"]
+
 # Inference-time edit settings (set_edit); everything else about an edit is a fit setting.
 EDIT_SETTINGS = ("alpha", "layers", "n_layers", "positions", "gate")
 
@@ -110,62 +121,6 @@ class CompareConfig:
             self.command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None
 
 
-@dataclass
-class ModelEntry:
-    """One model to load: `key` names it in step names; `chat` picks the task variant."""
-
-    key: str
-    args: dict[str, str]
-    chat: bool
-    identity: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def load_args(self) -> dict[str, str]:
-        return {k: v for k, v in self.args.items() if k not in parts.EDIT_ARG_KEYS}
-
-
-@dataclass
-class System:
-    """One column of the leaderboard: a model, with or without an edit method."""
-
-    name: str
-    model: str
-    method: str | None = None
-
-
-@dataclass
-class Comparison:
-    """One judged group → one report: a baseline system and its candidates."""
-
-    name: str
-    baseline: str
-    candidates: list[str]
-    tuned: str | None = None
-
-
-class ModelSlot:
-    """Loads a model on first use only; `close()` frees it before the next one is loaded."""
-
-    def __init__(self, entry: ModelEntry, batch_size: int, stats: dict[str, int]) -> None:
-        self.entry, self.batch_size, self.stats = entry, batch_size, stats
-        self._lm: Any = None
-
-    def get(self) -> Any:
-        if self._lm is None:
-            self._lm = parts.load_lm(self.entry.load_args, self.batch_size)
-            self.stats["model_loads"] = self.stats.get("model_loads", 0) + 1
-            self.stats[f"loads:{self.entry.key}"] = self.stats.get(f"loads:{self.entry.key}", 0) + 1
-        return self._lm
-
-    @property
-    def loaded(self) -> bool:
-        return self._lm is not None
-
-    def close(self) -> None:
-        if self._lm is not None:
-            lm, self._lm = self._lm, None
-            parts.free(lm)
-
 
 @dataclass
 class CompareResult:
@@ -180,53 +135,8 @@ class CompareResult:
         return self.cache.ran
 
 
-def has_chat_template(pretrained: str) -> bool:
-    from transformers import AutoTokenizer
 
-    try:
-        tok = AutoTokenizer.from_pretrained(pretrained)
-    except Exception as exc:  # noqa: BLE001 - any failure here means "cannot use a chat template"
-        logger.warning("could not read the tokenizer of %s (%s); using the base prompt variant", pretrained, exc)
-        return False
-    return bool(getattr(tok, "chat_template", None))
-
-
-def task_variants(tasks: list[str], include_path: tuple[str, ...] = ()) -> dict[str, tuple[str, str]]:
-    """dataset -> (base-model variant, chat variant). A task without a `_base` twin serves both."""
-    known = set(task_manager(tuple(tasks), include_path).all_tasks)
-    out: dict[str, tuple[str, str]] = {}
-    for t in tasks:
-        chat = t[: -len(BASE_SUFFIX)] if t.endswith(BASE_SUFFIX) and t[: -len(BASE_SUFFIX)] in known else t
-        if chat not in known:
-            import difflib
-
-            pool = sorted(n for n in known if n.startswith("alignez") or include_path)
-            close = difflib.get_close_matches(chat, pool, n=4)
-            where = " ".join(["$(alignez-eval tasks-path)", *include_path])
-            raise ConfigError(f"unknown task {t!r}{broken_yaml_hint(chat, include_path)}; " + (
-                f"did you mean {', '.join(close)}?" if close else
-                f"list tasks with `lm_eval ls tasks --include_path {where}`" + (
-                    "" if include_path else " or add your own with --include_path DIR")))
-        base = chat + BASE_SUFFIX if chat + BASE_SUFFIX in known else chat
-        out[chat] = (base, chat)
-    return out
-
-
-def select_positions(n: int, limit: int | None, mode: str) -> list[int]:
-    """Positions of the `limit` documents used, out of `n` (all when no limit)."""
-    if limit is None or limit >= n:
-        return list(range(n))
-    if mode == "first":
-        return list(range(limit))
-    return sorted({(i * n) // limit for i in range(limit)})
-
-
-def model_label(args: dict[str, str]) -> str:
-    p = args.get("pretrained", "model").rstrip("/")
-    return Path(p).name or p
-
-
-class ComparePipeline:
+class ComparePipeline(JudgeSteps, ReportSteps):
     """Plans and runs the steps of one compare; `sweep` reuses its pieces on a subset of prompts."""
 
     def __init__(self, cfg: CompareConfig) -> None:
@@ -357,125 +267,6 @@ class ComparePipeline:
 
         return self.cache.run("gen", name or f"{system.name}/{task}", inputs, produce, collective=True)
 
-    # -- the judge: one load shared by the check and every judging step ---------------------------
-    def judge_identity(self, spec: Any) -> dict[str, Any]:
-        ident = {"spec": spec.identity()}
-        if spec.backend in ("hf", "rm"):
-            from alignez_eval.judge.backends.loading import resolve_model_path
-
-            ident["model"] = model_identity(resolve_model_path(spec.model))
-        return ident
-
-    def loaded_judge(self, spec: Any) -> Any:
-        """`spec` with its hf/rm model loaded once (and kept until `free_judge`)."""
-        if spec.backend not in ("hf", "rm") or spec.model_obj is not None:
-            return spec
-        if self._judge_model is None:
-            import time
-
-            from alignez_eval.judge.backends.loading import load_judge_model
-
-            t0 = time.perf_counter()
-            self._judge_model = load_judge_model(spec)
-            self.stats["judge_loads"] = self.stats.get("judge_loads", 0) + 1
-            logger.info("judge %s loaded in %.1f s", spec.model, time.perf_counter() - t0)
-        return spec.using(*self._judge_model)
-
-    def free_judge(self) -> None:
-        if self._judge_model is not None:
-            jm, self._judge_model = self._judge_model, None
-            parts.free(jm)
-
-    def judge_step(self, comp: Comparison, gens: dict[tuple[str, str], StepResult], spec: Any,
-                   name: str | None = None) -> StepResult:
-        from alignez_eval.judge.runs import load_run
-
-        datasets = list(self.variants)
-
-        def sig(system: str) -> dict[str, str]:
-            return {ds: gens[(system, ds)].meta["samples_sha256"] for ds in datasets}
-
-        inputs = {"judge": self.judge_identity(spec), "margin": spec.margin, "length_debias": spec.length_debias,
-                  "baseline": sig(comp.baseline),
-                  "candidates": {c: sig(c) for c in comp.candidates}}
-
-        def produce(out: Path) -> dict[str, Any]:
-            baseline = merge_runs(comp.baseline, [load_run(gens[(comp.baseline, ds)].path) for ds in datasets])
-            cands = {c: merge_runs(c, [load_run(gens[(c, ds)].path) for ds in datasets]) for c in comp.candidates}
-            parts.judge(baseline, cands, self.loaded_judge(spec), out, self.judge_cache)
-            calls = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("stats", {})
-            self.stats["judge_steps"] = self.stats.get("judge_steps", 0) + 1
-            self.stats["judge_calls"] = self.stats.get("judge_calls", 0) + int(calls.get("calls", 0))
-            return {"comparison": comp.name, "judge_stats": calls}
-
-        return self.cache.run("judge", name or comp.name, inputs, produce)
-
-    def report_step(self, judged: list[StepResult], name: str, tuned: str | None, extra: dict[str, Any],
-                    out_root: Path) -> dict[str, Path]:
-        """One report over one or more judgment sets (one per baseline model); published to out_root/NAME."""
-        inputs = {"judgments": [j.key for j in judged], "name": name, "tuned": tuned, "extra": extra}
-
-        def produce(out: Path) -> dict[str, Any]:
-            files = parts.report([j.path for j in judged], name, out, tuned, extra)
-            return {"files": {k: str(Path(v).relative_to(out)) for k, v in files.items()}}
-
-        res = self.cache.run("report", name, inputs, produce)
-        published: dict[str, Path] = {}
-        for kind, rel in res.meta["files"].items():
-            src = res.path / rel
-            dst = out_root / rel
-            data = src.read_bytes()
-            if not dst.exists() or dst.read_bytes() != data:
-                atomic_write_bytes(dst, data)
-            published[kind] = dst
-        return published
-
-    def judge_check_step(self, spec: Any) -> dict[str, Any] | None:
-        if not self.cfg.judge_check:
-            return None
-        from alignez_eval.judge import judge_check
-
-        inputs = {"judge": self.judge_identity(spec), "n": self.cfg.judge_check_n}
-
-        def produce(out: Path) -> dict[str, Any]:
-            check = judge_check(self.loaded_judge(spec), n=self.cfg.judge_check_n, cache_path=self.judge_cache)
-            # per-item verdicts stay in the step directory; the report shows the summary
-            atomic_write_text(out / "judge_check.json", json.dumps(check, indent=2, default=str) + "\n")
-            self.stats["judge_calls"] = self.stats.get("judge_calls", 0) + int(check.get("stats", {}).get("calls", 0))
-            return {"check": {k: v for k, v in check.items() if k not in ("items", "records")}}
-
-        return self.cache.run("judge-check", "judge", inputs, produce).meta["check"]
-
-    def judge_agreement_step(self, spec: Any) -> dict[str, Any] | None:
-        """--judge-reference: a precomputed agreement.json is read; reference annotations are judged
-        here (a cached step, sharing the judge load and the judgment cache). -> the report's summary."""
-        if self.cfg.judge_reference is None:
-            return None
-        from alignez_eval.judge.agreement import (
-            agreement_extra,
-            is_agreement_file,
-            load_agreement,
-            load_reference,
-        )
-
-        path = Path(self.cfg.judge_reference)
-        if is_agreement_file(path):
-            return agreement_extra(load_agreement(path))
-        reference = load_reference(path)
-        inputs = {"judge": self.judge_identity(spec), "margin": spec.margin, "length_debias": spec.length_debias,
-                  "reference": reference.sha256,
-                  "limit": self.cfg.judge_reference_limit, "seed": self.cfg.seed}
-
-        def produce(out: Path) -> dict[str, Any]:
-            from alignez_eval.judge.agreement_run import judge_agreement
-
-            result = judge_agreement(self.loaded_judge(spec), reference, out, cache_path=self.judge_cache,
-                                     limit=self.cfg.judge_reference_limit, seed=self.cfg.seed)
-            self.stats["judge_calls"] = self.stats.get("judge_calls", 0) + int(result["stats"].get("calls", 0))
-            return {"agreement": agreement_extra(result)}
-
-        return self.cache.run("judge-agreement", "judge", inputs, produce).meta["agreement"]
-
     # -- the whole job --------------------------------------------------------------------------
     def run(self) -> CompareResult:
         from alignez_eval.judge import parse_judge_spec
@@ -521,45 +312,6 @@ class ComparePipeline:
         self.write_manifest_summary()
         return CompareResult(reports[cfg.name], reports, self.cache, self.stats, gens)
 
-    def commands(self) -> list[str]:
-        """The commands that produced this report's steps (this one last), from the manifest."""
-        seen: list[str] = []
-        for entry in self.cache.manifest().get("steps", {}).values():
-            c = entry.get("command")
-            if c and c not in seen:
-                seen.append(c)
-        if self.cfg.command and self.cfg.command not in seen:
-            seen.append(self.cfg.command)
-        return seen
-
-    def describe(self, comp: Comparison) -> dict[str, Any]:
-        return {
-            "baseline": comp.baseline, "candidates": comp.candidates, "tuned": comp.tuned,
-            "models": {k: {"args": format_model_args(e.args), "chat_template": e.chat} for k, e in self.models.items()},
-            "tasks": {ds: list(v) for ds, v in self.variants.items()}, "limit": self.cfg.limit,
-            "methods": self.cfg.methods, "edit": self.cfg.edit, "fit": self.cfg.fit,
-            "gen_kwargs": self.cfg.gen_kwargs, "batch_size": self.cfg.batch_size, "seed": self.cfg.seed,
-            "judge": self.cfg.judge, "alignez_eval": __version__,
-            **({"include_path": list(self.cfg.include_path)} if self.cfg.include_path else {}),
-        }
-
-    def write_manifest_summary(self) -> None:
-        text = canonical_json({"ran": self.cache.ran, "skipped": self.cache.skipped, "stats": self.stats})
-        atomic_write_text(self.cfg.work_dir / "last_run.json", text + "\n")  # type: ignore[operator]
-
-
-def merge_runs(name: str, runs: list[Any]) -> Any:
-    """One Run over several tasks (each task generated as its own cached step)."""
-
-    samples: dict[Any, Any] = {}
-    files: dict[str, Path] = {}
-    notes: list[str] = []
-    for r in runs:
-        samples.update(r.samples)
-        files.update(r.files)
-        notes.extend(r.notes)
-    first = runs[0]
-    return dataclasses.replace(first, name=name, samples=samples, files=files, notes=notes)
 
 
 def run_compare(cfg: CompareConfig) -> CompareResult:
