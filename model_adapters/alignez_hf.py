@@ -9,9 +9,7 @@ are those of `--model hf`.
 
 from __future__ import annotations
 
-import json
 import logging
-import numbers
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,36 +23,24 @@ from lm_eval.models.huggingface import HFLM
 
 from alignez_eval import __version__
 from alignez_eval.editing.artifact import Edit
+from alignez_eval.editing.config import EDIT_SETTINGS
 from alignez_eval.editing.gates import RowGates, capture_query_states, query_gates
 from alignez_eval.editing.hooks import edit_session
 from alignez_eval.editing.layers import check_no_split_layer_list
 from alignez_eval.editing.plan import EditConfig, EditPlan, prepare_plan
 from alignez_eval.editing.positions import GenerationPositions, SpanPositions, loglikelihood_span
 from alignez_eval.errors import ConfigError
+from alignez_eval.parallel import data_parallel_rank
 
 logger = logging.getLogger(__name__)
 
 _KEEP = object()
-# `gate=none` reaches us as Python None through lm-eval's string parser, so "use the artifact's
-# gate" needs its own marker.
-ARTIFACT = "artifact"
 
 LLRequest = tuple[Any, list[int], list[int]]
 
 
 def _is_none(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in ("none", ""))
-
-
-def _number(value: Any) -> Any:
-    """A model_args number as float; anything else (`alpha=abc`, a bool) goes to EditConfig
-    unchanged, which names it and the fix."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
 
 
 def _strip_pad(tokens: Sequence[int]) -> tuple[int, ...]:
@@ -70,12 +56,9 @@ class AlignEZHFLM(HFLM):
     """HFLM + an AlignEZ edit. model_args (all scalars, so lm-eval's comma parser keeps them):
 
     edit        PATH of a saved artifact | none (the unedited baseline through the same code path)
-    alpha       boost scale α (default 1.0)
-    layers      auto | all | 3;5;7 | 3+5+7 | 10-20 | -6--1   (default: the artifact's)
-    n_layers    top-n for layers=auto (default: the artifact's)
-    positions   last (default, the paper's) | all | generated
-    component   mlp | block (must match the artifact; default: the artifact's)
-    gate        paper | flipped | none (default: the artifact's)
+    alpha, layers, n_layers, positions, component, gate
+                the edit settings: EditConfig's fields (alignez_eval/editing/config.py holds their
+                defaults, help and allowed values; unset layers/n_layers/component/gate are the artifact's)
     layers_path dotted path of the decoder-block list, for architectures not in the table
     fit         self (fit on the evaluation's own prompts) | QUERIES.jsonl | TASK; settings as fit_<name>=…
                 (fit_method, fit_energy, fit_keywords, fit_limit, fit_answer_tokens, fit_cache_dir, fit_out, …)
@@ -85,20 +68,16 @@ class AlignEZHFLM(HFLM):
         self,
         pretrained: Any,
         edit: Any = _KEEP,
-        alpha: float = 1.0,
-        layers: Any = None,
-        n_layers: int | None = None,
-        positions: str = "last",
-        component: str | None = None,
-        gate: Any = ARTIFACT,
         layers_path: str | None = None,
         fit: Any = None,
         **kwargs: Any,
     ) -> None:
-        check_no_split_layer_list({**kwargs, "layers": layers})
+        check_no_split_layer_list(kwargs)
         # Seam for the fit module: `fit=...` plus any `fit_*` model_args.
         self._fit_args: dict[str, Any] = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("fit_")}
         self._fit_spec = fit
+        # The edit settings given (alpha=…, layers=…); the rest of kwargs goes to HFLM.
+        self._edit_settings: dict[str, Any] = {k: kwargs.pop(k) for k in EDIT_SETTINGS if k in kwargs}
         self._edit: Edit | None = None
         self._plan: EditPlan | None = None
         self._ll_rows: dict[tuple[int, ...], tuple[int, int]] = {}
@@ -106,9 +85,10 @@ class AlignEZHFLM(HFLM):
         # _gates_and_prompt_cache); off, generate runs its own full prefill after the pre-pass.
         self.reuse_prompt_cache = True
         # bad settings (alpha=abc) fail here, before minutes of weight loading
-        _edit_config(alpha, layers, n_layers, positions, component, gate)
+        EditConfig.from_mapping(self._edit_settings)
         super().__init__(pretrained, **kwargs)
-        self._setup_data_parallel()
+        self._rank, self._world_size = data_parallel_rank(getattr(self, "accelerator", None), self._rank,
+                                                          self._world_size)
         self.layers_path = layers_path
         self.last_chosen_layers: list[list[int]] = []
         self.layer_usage: Counter[int] = Counter()
@@ -117,36 +97,14 @@ class AlignEZHFLM(HFLM):
             edit = None
         if fit is not None and not (edit is _KEEP or _is_none(edit)):
             raise ConfigError("pass either edit=PATH or fit=..., not both")
-        self._config_kwargs = dict(
-            alpha=alpha, layers=layers, n_layers=n_layers, positions=positions, component=component, gate=gate
-        )
-        self.set_edit(edit=None if edit is _KEEP else edit, **self._config_kwargs)
-
-    # ---- data parallel on CPU ----------------------------------------------------------------
-    def _setup_data_parallel(self) -> None:
-        """HFLM assigns rank/world size only when CUDA has more than one device; under
-        `accelerate launch`/torchrun on CPU (gloo) every process would evaluate everything."""
-        acc = getattr(self, "accelerator", None)
-        if acc is not None and acc.num_processes > 1 and self._world_size == 1:
-            self._rank = acc.process_index
-            self._world_size = acc.num_processes
-            logger.info("data parallel: rank %d of %d (%s)", self._rank, self._world_size, acc.device)
+        self.set_edit(edit=None if edit is _KEEP else edit, **self._edit_settings)
 
     # ---- configuration -----------------------------------------------------------------------
-    def set_edit(
-        self,
-        edit: Any = _KEEP,
-        *,
-        alpha: float = 1.0,
-        layers: Any = None,
-        n_layers: int | None = None,
-        positions: str = "last",
-        component: str | None = None,
-        gate: Any = ARTIFACT,
-    ) -> None:
+    def set_edit(self, edit: Any = _KEEP, **settings: Any) -> None:
         """(Re)configure the edit without reloading weights. `edit` is a path, an `Edit`, or
-        none; omitted, the current artifact is kept. Every other setting not passed returns to
-        its default (so a sweep point never inherits the previous point's settings)."""
+        none; omitted, the current artifact is kept. `settings` are EditConfig's fields (alpha,
+        layers, …); every one not passed returns to its default (so a sweep point never inherits
+        the previous point's settings)."""
         if edit is not _KEEP:
             if _is_none(edit):
                 self._edit = None
@@ -156,7 +114,7 @@ class AlignEZHFLM(HFLM):
                 self._edit = Edit.load(Path(edit))
             else:
                 raise ConfigError(f"edit={edit!r}: pass a path to an edit artifact, or edit=none")
-        config = _edit_config(alpha, layers, n_layers, positions, component, gate)
+        config = EditConfig.from_mapping(settings)
         if self._edit is not None and self.backend != "causal":
             raise ConfigError(f"alignez-hf edits decoder-only models; this one loads as {self.backend}. "
                               "Use edit=none, or --model hf")
@@ -191,40 +149,16 @@ class AlignEZHFLM(HFLM):
     def _fit_edit(self, requests: list[Any]) -> Edit:
         """Fit an edit on the fly (`fit=self` — the evaluation's own prompts — or `fit=QUERIES.jsonl|TASK`),
         with `fit_*` model_args as settings; cached by (model, queries, settings)."""
-        from alignez_eval.fitting.on_the_fly import fit_from_model_args, queries_from_requests
+        from alignez_eval.fitting.on_the_fly import fit_for_evaluation
 
-        if self.world_size == 1:
-            return fit_from_model_args(self.model, self.tokenizer, self._fit_spec, self._fit_args, requests)
-        # Data parallel: every rank holds only its share of the requests, so a local fit=self would
-        # give each rank a different edit. Ranks pool their queries (same list everywhere), rank 0
-        # fits, the others wait and read the same artifact from the content-addressed fit cache.
-        queries = None
-        if _is_self(self._fit_spec):
-            pooled = _all_gather_text(self.accelerator, json.dumps(queries_from_requests(requests)))
-            merged = {q["id"]: q for text in pooled for q in json.loads(text)}
-            queries = [merged[k] for k in sorted(merged)]
-
-        def run() -> Edit:
-            return fit_from_model_args(
-                self.model, self.tokenizer, self._fit_spec, self._fit_args, requests, queries=queries
-            )
-
-        edit = None
-        if self.rank == 0:
-            try:
-                edit = run()
-            except Exception as exc:  # tell the waiting ranks, then fail here too
-                _all_gather_text(self.accelerator, f"{type(exc).__name__}: {exc}")
-                raise
-        status = _all_gather_text(self.accelerator, "")
-        if status[0]:
-            raise ConfigError(f"rank 0 could not fit the edit ({status[0]}); see rank 0's log")
-        return edit if edit is not None else run()
+        return fit_for_evaluation(self.model, self.tokenizer, self._fit_spec, self._fit_args, requests,
+                                  rank=self.rank, world_size=self.world_size,
+                                  accelerator=getattr(self, "accelerator", None))
 
     def _ensure_fitted(self, requests: list[Any]) -> None:
         if self._fit_spec is not None and self._edit is None:
             edit = self._fit_edit(requests)
-            self.set_edit(edit=edit, **self._config_kwargs)
+            self.set_edit(edit=edit, **self._edit_settings)
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         self._ensure_fitted(requests)
@@ -380,18 +314,6 @@ class AlignEZHFLM(HFLM):
         return gates
 
 
-def _edit_config(alpha: Any, layers: Any, n_layers: Any, positions: Any, component: Any, gate: Any) -> EditConfig:
-    """model_args as lm-eval's parser hands them over (strings, numbers, None) → a checked EditConfig."""
-    return EditConfig(
-        alpha=_number(alpha),
-        layers=layers,
-        n_layers=int(n_layers) if isinstance(n_layers, float) and n_layers.is_integer() else n_layers,
-        positions=str(positions).strip().lower(),
-        component=None if _is_none(component) else str(component),
-        gate=None if gate == ARTIFACT else ("none" if _is_none(gate) else str(gate)),
-    )
-
-
 def _prompt_cache_applies(plan: EditPlan, context: torch.Tensor, attn: Any, gen_kwargs: dict[str, Any]) -> bool:
     """Reusing the pre-pass's prompt cache is exact only when the prefill edits at most the last
     prompt token, and simple only for one sequence per prompt without a cache of the caller's."""
@@ -410,26 +332,3 @@ def _cache_kwarg(model: torch.nn.Module) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _is_self(spec: Any) -> bool:
-    return spec is True or (isinstance(spec, str) and spec.strip().lower() == "self")
-
-
-def _all_gather_text(accelerator: Any, text: str) -> list[str]:
-    """All ranks' strings, in rank order. Sent as UTF-8 byte tensors (no pickle, unlike
-    gather_object); all_gather doubles as the barrier."""
-    import torch.distributed as dist
-
-    dev = accelerator.device
-    data = torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8, device=dev)
-    n = torch.tensor([data.numel()], dtype=torch.int64, device=dev)
-    sizes = [torch.zeros_like(n) for _ in range(accelerator.num_processes)]
-    dist.all_gather(sizes, n)
-    width = max(1, max(int(s.item()) for s in sizes))
-    padded = torch.zeros(width, dtype=torch.uint8, device=dev)
-    padded[: data.numel()] = data
-    bufs = [torch.zeros_like(padded) for _ in sizes]
-    dist.all_gather(bufs, padded)
-    return [bytes(b[: int(s.item())].tolist()).decode("utf-8") for b, s in zip(bufs, sizes, strict=True)]
-

@@ -1,10 +1,13 @@
 """`alignez-hf fit=...`: fitting on the evaluation's own queries (test-time, no labels).
 
-Called by the lm-eval adapter when the first requests arrive.
+Called by the lm-eval adapter when the first requests arrive. Under data parallel every rank holds
+only its share of the requests: the ranks pool their prompts, rank 0 fits, and the others read the
+same artifact back from the content-addressed fit cache.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +19,7 @@ from alignez_eval.errors import ConfigError, DataError
 from alignez_eval.fitting.outputs import format_report, write_outputs
 from alignez_eval.fitting.run import run_fit
 from alignez_eval.fitting.settings import FitSettings
+from alignez_eval.parallel import all_gather_text
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +95,42 @@ def fit_from_model_args(
     logger.info("%s", format_report(result.report | {"cache_hit": result.cache_hit}))
     return result.edit
 
+
+def fit_for_evaluation(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    spec: Any,
+    fit_args: Mapping[str, Any],
+    requests: list[Any],
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    accelerator: Any = None,
+) -> Edit:
+    """The edit of `fit=...` for this process's `requests`; with world_size > 1 every rank gets
+    the one edit fitted on all ranks' prompts (`accelerator` carries the process group)."""
+    if world_size == 1:
+        return fit_from_model_args(model, tokenizer, spec, fit_args, requests)
+    # A local fit=self would give each rank a different edit: the ranks pool their queries (the
+    # same list everywhere), rank 0 fits, the others wait and read the same artifact from the
+    # content-addressed fit cache.
+    queries = None
+    if is_self(spec):
+        pooled = all_gather_text(accelerator, json.dumps(queries_from_requests(requests)))
+        merged = {q["id"]: q for text in pooled for q in json.loads(text)}
+        queries = [merged[k] for k in sorted(merged)]
+
+    def run() -> Edit:
+        return fit_from_model_args(model, tokenizer, spec, fit_args, requests, queries=queries)
+
+    edit = None
+    if rank == 0:
+        try:
+            edit = run()
+        except Exception as exc:  # tell the waiting ranks, then fail here too
+            all_gather_text(accelerator, f"{type(exc).__name__}: {exc}")
+            raise
+    status = all_gather_text(accelerator, "")
+    if status[0]:
+        raise ConfigError(f"rank 0 could not fit the edit ({status[0]}); see rank 0's log")
+    return edit if edit is not None else run()
