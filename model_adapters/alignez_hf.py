@@ -23,7 +23,7 @@ from lm_eval.models.huggingface import HFLM
 
 from alignez_eval import __version__
 from alignez_eval.editing.artifact import Edit
-from alignez_eval.editing.config import EDIT_SETTINGS
+from alignez_eval.editing.config import EDIT_SETTINGS, is_none
 from alignez_eval.editing.gates import RowGates, capture_query_states, query_gates
 from alignez_eval.editing.hooks import edit_session
 from alignez_eval.editing.layers import check_no_split_layer_list
@@ -37,10 +37,6 @@ logger = logging.getLogger(__name__)
 _KEEP = object()
 
 LLRequest = tuple[Any, list[int], list[int]]
-
-
-def _is_none(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() in ("none", ""))
 
 
 def _strip_pad(tokens: Sequence[int]) -> tuple[int, ...]:
@@ -95,7 +91,7 @@ class AlignEZHFLM(HFLM):
         if edit is _KEEP and fit is None:
             logger.warning("alignez-hf without edit=: running unedited (pass edit=PATH, or edit=none to silence)")
             edit = None
-        if fit is not None and not (edit is _KEEP or _is_none(edit)):
+        if fit is not None and not (edit is _KEEP or is_none(edit)):
             raise ConfigError("pass either edit=PATH or fit=..., not both")
         self.set_edit(edit=None if edit is _KEEP else edit, **self._edit_settings)
 
@@ -106,7 +102,7 @@ class AlignEZHFLM(HFLM):
         layers, …); every one not passed returns to its default (so a sweep point never inherits
         the previous point's settings)."""
         if edit is not _KEEP:
-            if _is_none(edit):
+            if is_none(edit):
                 self._edit = None
             elif isinstance(edit, Edit):
                 self._edit = edit

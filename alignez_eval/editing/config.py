@@ -53,7 +53,7 @@ class EditConfig:
         ):
             raise ConfigError(f"n_layers={self.n_layers!r} must be a positive integer (e.g. n_layers=3)")
         for name in ("positions", "component", "gate"):
-            value, choices = getattr(self, name), _choices(name)
+            value, choices = getattr(self, name), setting_choices(name) or ()
             if (value is not None or name == "positions") and value not in choices:
                 raise ConfigError(f"{name}={value!r}; choose one of {'|'.join(choices)}")
 
@@ -89,10 +89,6 @@ def _field(name: str) -> Any:
     return next(f for f in fields(EditConfig) if f.name == name)
 
 
-def _choices(name: str) -> tuple[str, ...]:
-    return tuple(_field(name).metadata["choices"])
-
-
 def _layer_spec(value: Any) -> str | None:
     """A layer spec checked for syntax, as the string lm-eval keeps intact (3 → "3", [3, 5] → "3;5")."""
     if value is None:
@@ -107,7 +103,8 @@ def _layer_spec(value: Any) -> str | None:
     return format_layers(int(i) for i in value)
 
 
-def _is_none(value: Any) -> bool:
+def is_none(value: Any) -> bool:
+    """`none` as lm-eval's model_args parser, a CLI or a YAML may hand it over (None, "none", "")."""
     return value is None or (isinstance(value, str) and value.strip().lower() in ("none", ""))
 
 
@@ -122,11 +119,11 @@ def _alpha(value: Any) -> Any:
 
 
 def _layers(value: Any) -> Any:
-    return None if _is_none(value) else value
+    return None if is_none(value) else value
 
 
 def _n_layers(value: Any) -> Any:
-    if _is_none(value):
+    if is_none(value):
         return None
     if isinstance(value, str):
         try:
@@ -143,13 +140,13 @@ def _word(value: Any) -> Any:
 
 
 def _component(value: Any) -> Any:
-    return None if _is_none(value) else _word(value)
+    return None if is_none(value) else _word(value)
 
 
 def _gate(value: Any) -> Any:
     if isinstance(value, str) and value.strip().lower() == ARTIFACT:
         return None
-    return "none" if _is_none(value) else _word(value)
+    return "none" if is_none(value) else _word(value)
 
 
 _COERCE: dict[str, Callable[[Any], Any]] = {
