@@ -29,7 +29,7 @@ import torch
 
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.editing.config import EditConfig
-from alignez_eval.editing.gates import RowGates, capture_query_states, query_gates
+from alignez_eval.editing.gates import RowGates, capture_query_states, one_token_generate, query_gates
 from alignez_eval.editing.hooks import edit_session
 from alignez_eval.editing.plan import EditPlan, prepare_plan
 from alignez_eval.editing.positions import GenerationPositions, SpanPositions
@@ -114,13 +114,8 @@ class EditHandle:
             raise ConfigError("layers=auto and the direction gate run a pre-pass over the prompt, which would "
                               "write into the cache passed to generate; pass explicit layers and gate=none")
         pad = kwargs.get("pad_token_id", getattr(getattr(self.model, "generation_config", None), "pad_token_id", None))
-
-        def prefill() -> Any:
-            return self._generate(input_ids=ids, attention_mask=kwargs.get("attention_mask"), max_new_tokens=1,
-                                  do_sample=False, pad_token_id=pad, use_cache=True,
-                                  temperature=None, top_p=None, top_k=None)
-
-        return self._gates(prefill, torch.full((ids.shape[0],), ids.shape[1] - 1, device=ids.device))
+        return self._gates(lambda: one_token_generate(self._generate, ids, kwargs.get("attention_mask"), pad),
+                           torch.full((ids.shape[0],), ids.shape[1] - 1, device=ids.device))
 
     # ---- a forward outside generate ------------------------------------------------------------
     def _edited_forward(self, *args: Any, **kwargs: Any) -> Any:

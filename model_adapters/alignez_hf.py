@@ -24,7 +24,7 @@ from lm_eval.models.huggingface import HFLM
 from alignez_eval import __version__
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.editing.config import EDIT_SETTINGS, is_none
-from alignez_eval.editing.gates import RowGates, capture_query_states, query_gates
+from alignez_eval.editing.gates import RowGates, capture_query_states, one_token_generate, query_gates
 from alignez_eval.editing.hooks import edit_session
 from alignez_eval.editing.layers import check_no_split_layer_list
 from alignez_eval.editing.plan import EditConfig, EditPlan, prepare_plan
@@ -250,16 +250,10 @@ class AlignEZHFLM(HFLM):
                 if cache is not None:
                     generation_kwargs[_cache_kwarg(self.model)] = cache
             else:
-                # The prefill of a 1-token greedy generate is exactly the real prefill (same position
-                # ids from the attention mask), unedited; with left padding the query's last token is
-                # at position -1 of every row.
+                # with left padding the query's last token is at position -1 of every row
                 def prefill() -> Any:
                     with self._autocast():
-                        return self.model.generate(
-                            input_ids=context, attention_mask=attn, max_new_tokens=1, do_sample=False,
-                            pad_token_id=self.tokenizer.pad_token_id, use_cache=True,
-                            temperature=None, top_p=None, top_k=None,
-                        )
+                        return one_token_generate(self.model.generate, context, attn, self.tokenizer.pad_token_id)
 
                 gates = self._gates(plan, prefill, qpos)
         with edit_session(self.model, plan, GenerationPositions(plan.config.positions), gates):

@@ -80,6 +80,14 @@ def query_gates(plan: EditPlan, query_states: dict[int, torch.Tensor]) -> RowGat
     return RowGates(harm=harm_g, help=help_g, active=active, chosen=chosen)
 
 
+def one_token_generate(generate: Callable[..., Any], input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                       pad_token_id: int | None) -> Any:
+    """An unedited greedy 1-token `generate`, run for `capture_query_states`: its prefill is exactly
+    the edited generate's own (the same position ids from the attention mask)."""
+    return generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=1, do_sample=False,
+                    pad_token_id=pad_token_id, use_cache=True, temperature=None, top_p=None, top_k=None)
+
+
 class _PrepassDone(Exception):
     """Raised by the pre-pass hook of the last candidate layer: every q̂_l has been read."""
 
