@@ -392,6 +392,7 @@ def test_prepare_concurrently_builds_once(tiny: TinyWheels, caplog: pytest.LogCa
     umask = os.umask(0)
     os.umask(umask)
     assert dest.stat().st_mode & 0o777 == 0o755 & ~umask  # published shareable, not mkdtemp's 0700
+    assert (dest / models.MANIFEST).stat().st_mode & 0o777 == 0o666 & ~umask  # readable, not mkstemp's 0600
     assert len(_preparing(caplog)) == 1  # the second caller waited for the lock, then found it built
     assert models.check_prepared(TINY, verify=True) is None
     # Nothing left over: no GGUF, no partial or trash directories, wheels read in place.

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
-import uuid
 from pathlib import Path
 
+from alignez_eval.atomic import atomic_write_bytes, umask
 from alignez_eval.hashing import sha256_file
 from alignez_eval.models.paths import prepared_dir
 from alignez_eval.models.registry import ModelSpec, get_spec
@@ -55,14 +54,10 @@ def write_manifest(spec: ModelSpec, directory: Path, extra: dict | None = None) 
         **(extra or {}),
         "files": _file_records(directory),
     }
-    # Not atomic_write_text: its mkstemp file is private (0600), and a manifest other users of a
-    # shared cache cannot read would make them rebuild the model.
-    tmp = directory / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
-    with tmp.open("w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / MANIFEST)
+    # Readable as open() would make it, not private: a manifest other users of a shared cache
+    # cannot read would make them rebuild the model.
+    atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(),
+                       mode=0o666 & ~umask())
     return manifest
 
 

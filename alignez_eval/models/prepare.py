@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from alignez_eval.atomic import atomic_dir
+from alignez_eval.atomic import atomic_dir, umask
 from alignez_eval.models.convert import convert_in_subprocess
 from alignez_eval.models.manifest import check_prepared, write_manifest
 from alignez_eval.models.paths import models_dir
@@ -40,12 +40,6 @@ def _build_lock(name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _discard(path: Path) -> None:
     # Rename first: a concurrent reader then sees "not prepared", never a half-deleted directory.
     trash = path.with_name(f".{path.name}.trash-{uuid.uuid4().hex}")
@@ -62,7 +56,7 @@ def _build(spec: ModelSpec, dest: Path) -> None:
     timings: dict[str, float] = {}
     # Built beside `dest` and renamed into place (under the caller's lock); mkdtemp makes it
     # private, the cache is meant to be shared: 0755 less the umask.
-    with atomic_dir(dest, prefix=f".{spec.name}.partial-", suffix="", mode=0o755 & ~_umask()) as tmp:
+    with atomic_dir(dest, prefix=f".{spec.name}.partial-", suffix="", mode=0o755 & ~umask()) as tmp:
         t = time.perf_counter()
         wheels = fetch_wheels(spec)
         timings["wheels_s"] = round(time.perf_counter() - t, 2)
