@@ -91,7 +91,7 @@ def fit(
     `overrides` are FitSettings fields (method="caa", energy=0.8, …). `out` also writes the
     artifact, `*.pairs.jsonl` and `*.report.json` there. `cache_dir=None` disables caching.
     """
-    s = (settings or FitSettings()).replace(**overrides) if overrides else (settings or FitSettings())
+    s = (settings or FitSettings()).replace(**overrides)  # replace() with no overrides is the same object
     result = run_fit(model, tokenizer, queries, s, pref_data=pref_data, cache_dir=cache_dir, progress=progress)
     if out is not None:
         write_outputs(result, out)
