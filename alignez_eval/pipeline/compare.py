@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import ConfigError
-from alignez_eval.hashing import canonical_json, sha256_text
 from alignez_eval.pipeline import parts
 from alignez_eval.pipeline.generate import generate_run, task_manager
 from alignez_eval.pipeline.identity import (
@@ -316,7 +315,3 @@ class ComparePipeline(JudgeSteps, ReportSteps):
 
 def run_compare(cfg: CompareConfig) -> CompareResult:
     return ComparePipeline(cfg).run()
-
-
-def key_of(obj: Any) -> str:
-    return sha256_text(canonical_json(obj))
