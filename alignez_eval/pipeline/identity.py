@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alignez_eval.hashing import canonical_json, sha256_file, sha256_text
+from alignez_eval.hashing import sha256_file, sha256_json
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 _PROBE = 1 << 20
@@ -40,7 +40,7 @@ def model_identity(pretrained: str, revision: str | None = None) -> dict[str, An
         if not f.is_file() or f.name.startswith("."):
             continue
         files[f.name] = _weight_fingerprint(f) if f.suffix in _WEIGHT_SUFFIXES else sha256_file(f)
-    return {"dir_name": path.name, "files_sha256": sha256_text(canonical_json(files))}
+    return {"dir_name": path.name, "files_sha256": sha256_json(files)}
 
 
 def parse_model_args(spec: str) -> dict[str, str]:
@@ -69,4 +69,4 @@ def format_model_args(args: dict[str, Any]) -> str:
 
 def queries_fingerprint(queries: list[dict[str, Any]]) -> str:
     """Hash of the (id, instruction) list a step sees: a changed prompt set changes every key."""
-    return sha256_text(canonical_json([[str(q.get("id")), q.get("instruction", "")] for q in queries]))
+    return sha256_json([[str(q.get("id")), q.get("instruction", "")] for q in queries])

@@ -26,7 +26,7 @@ from typing import Any
 
 from alignez_eval import __version__
 from alignez_eval.atomic import atomic_dir, atomic_write_json
-from alignez_eval.hashing import canonical_json, sha256_text
+from alignez_eval.hashing import sha256_json
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class StepCache:
 
     # -- keys and paths -------------------------------------------------------------------------
     def key(self, kind: str, inputs: Mapping[str, Any]) -> str:
-        return sha256_text(canonical_json({"kind": kind, "inputs": inputs, "versions": self.versions}))
+        return sha256_json({"kind": kind, "inputs": inputs, "versions": self.versions})
 
     def path_for(self, kind: str, name: str, key: str) -> Path:
         return self.root / kind / f"{slug(name)}-{key[:12]}"
