@@ -294,3 +294,16 @@ def test_family_check_reports_judge_and_reference_nets(trained, tmp_path: Path):
     assert "reference-implied net" in res["summary"]
     with pytest.raises(ConfigError, match="trained on answers of"):
         judge_family(f"scorer:{head_path}", outputs("gen1", 0), outputs("tuned", 6))
+
+
+def test_agreement_on_a_training_generator_is_refused(trained, tmp_path: Path):
+    from alignez_eval.judge.agreement_run import judge_agreement
+
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text("\n".join(json.dumps(r) for r in _rows(2, 2)))  # generators gen0, gen1: trained on
+    with pytest.raises(ConfigError, match=r"trained on answers of \['gen0', 'gen1'\]"):
+        judge_agreement(f"scorer:{trained[0]}", ref, tmp_path / "agree")
+    held = [dict(r, generator_2="held-out") for r in _rows(1, 4)]
+    ref.write_text("\n".join(json.dumps(r) for r in held))
+    res = judge_agreement(f"scorer:{trained[0]}", ref, tmp_path / "agree", n_boot=100)
+    assert res["overall"]["figures"]["agreement"]["value"] == 1.0

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from alignez_eval.errors import ConfigError, DataError
+from alignez_eval.judge.backends.scorer import refuse_trained_generators
 from alignez_eval.judge.cache import JudgmentCache
 from alignez_eval.judge.engine import Judge, PairItem
 from alignez_eval.judge.spec import JudgeSpec, parse_judge_spec
@@ -107,7 +108,7 @@ def judge_family(spec: JudgeSpec | str | dict[str, Any], base: str | Path, tuned
     unknown = sorted(set(win_rates) - set(names))
     if unknown:
         raise ConfigError(f"--reference-win-rates names {unknown}, which no outputs file holds (generators: {names})")
-    _refuse_trained_generators(spec, names)
+    refuse_trained_generators(spec, names, "a family check on them would measure memory, not judgment")
     common = sorted(set.intersection(*(set(s.answers) for _, s in systems)) - (exclude_instructions or set()))
     if not common:
         raise DataError("the family's outputs files share no instruction; they must answer the same AlpacaEval set")
@@ -157,19 +158,6 @@ def judge_family(spec: JudgeSpec | str | dict[str, Any], base: str | Path, tuned
               "rows": rows, "stats": dict(judge.stats), "seconds": round(time.time() - t0, 1)}
     result["summary"] = family_summary(result)
     return result
-
-
-def _refuse_trained_generators(spec: JudgeSpec, names: Sequence[str]) -> None:
-    if spec.backend != "scorer":
-        return
-    from alignez_eval.scorer.data import generator_family
-    from alignez_eval.scorer.head import load_head
-
-    trained = set(load_head(spec.model).provenance.get("generators", []))
-    overlap = sorted(trained & {generator_family(n) for n in names})
-    if overlap:
-        raise ConfigError(f"the scorer head was trained on answers of {overlap}; a family check on them would measure "
-                          "memory, not judgment: retrain with --exclude-generators or check another family")
 
 
 def _fmt(x: float | None, ci: Sequence[float] | None = None, sign: bool = True) -> str:
