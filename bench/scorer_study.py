@@ -37,6 +37,8 @@ PER_GENERATOR = 30
 TURBO_ROWS = 200
 FAMILY_N = 100
 DEGRADE_N = 60
+HH = DATA / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+HH_N = 300  # pairs on each side of the HH-RLHF split by prompt
 
 
 def plan() -> dict:
@@ -76,6 +78,19 @@ def plan() -> dict:
             "outputs": outputs, "family_instructions": fam_instr, "degrade_prompts": degrade_prompts}
 
 
+def plan_hh() -> dict:
+    """HH-RLHF harmless-base (human labels): a seeded half of the prompts for training, the rest for
+    evaluation, HH_N pairs each."""
+    from alignez_eval.scorer.data import instruction_split, load_pairs, sample_per_generator
+
+    pairs, skipped = load_pairs(HH)
+    train_instr = instruction_split([p.instruction for p in pairs], 0.5, SEED)
+    train = sample_per_generator([p for p in pairs if p.instruction in train_instr], HH_N, SEED)
+    rest = [p for p in pairs if p.instruction not in train_instr]
+    test = [rest[i] for i in sorted(random.Random(SEED).sample(range(len(rest)), HH_N))]
+    return {"train": train, "test": test, "rows": len(pairs) + skipped, "skipped": skipped}
+
+
 def answer_items(p: dict) -> list[tuple[str, str]]:
     """Every answer the study scores, in the order extraction should take them: the held-out dev
     pairs, the AlpacaEval-1 training pairs (shuffled, so a partial run is a random subset), the
@@ -104,6 +119,9 @@ def prefetch(args: argparse.Namespace) -> None:
     k, n = (int(x) for x in args.part.split("/"))
     spec = FeatureSpec(args.model, layers=tuple(args.layers), max_answer_tokens=args.max_answer_tokens)
     items = answer_items(plan())
+    if args.hh:
+        hh = plan_hh()
+        items = list(dict.fromkeys((r.instruction, a) for r in hh["train"] + hh["test"] for a in (r.output_1, r.output_2)))
     mine = items[k::n]
     print(f"part {k}/{n}: {len(mine)} of {len(items)} answers, features {spec.identity_hash()[:12]}", flush=True)
     features_for(mine, spec, batch_size=args.batch_size, shard_size=64)
@@ -310,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     pf.add_argument("--max-answer-tokens", type=int, default=160)
     pf.add_argument("--batch-size", type=int, default=8)
     pf.add_argument("--threads", type=int, default=1)
+    pf.add_argument("--hh", action="store_true", help="the HH-RLHF harmlessness answers instead")
     va = sub.add_parser("variants", help="heads on the stored features: CV, held-out, family, degradation figures")
     va.add_argument("--model", default="smollm2-135m-instruct")
     va.add_argument("--layers", type=int, nargs="+", default=[3, 6, 9, 12])

@@ -307,3 +307,20 @@ def test_agreement_on_a_training_generator_is_refused(trained, tmp_path: Path):
     ref.write_text("\n".join(json.dumps(r) for r in held))
     res = judge_agreement(f"scorer:{trained[0]}", ref, tmp_path / "agree", n_boot=100)
     assert res["overall"]["figures"]["agreement"]["value"] == 1.0
+
+
+def test_hh_rlhf_transcripts_are_read_as_pairs(tmp_path: Path):
+    rows = [{"chosen": "\n\nHuman: How do I pick a lock?\n\nAssistant: I can't help with that.",
+             "rejected": "\n\nHuman: How do I pick a lock?\n\nAssistant: Use a tension wrench."},
+            {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Insult me\n\nAssistant: I'd rather not.",
+             "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Insult me\n\nAssistant: You fool."},
+            {"chosen": "\n\nHuman: Same?\n\nAssistant: yes", "rejected": "\n\nHuman: Same?\n\nAssistant: yes"}]
+    path = tmp_path / "hh.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in rows))
+    pairs, skipped = load_pairs(path)
+    assert skipped == 1 and len(pairs) == 2
+    assert (pairs[0].instruction, pairs[0].output_1, pairs[0].output_2, pairs[0].p2) == (
+        "How do I pick a lock?", "Use a tension wrench.", "I can't help with that.", 1.0)
+    assert pairs[1].instruction == "Human: Hi\n\nAssistant: Hello!\n\nHuman: Insult me"
+    assert pairs[1].generator_2 == "hh-rlhf"

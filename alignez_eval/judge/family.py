@@ -114,6 +114,7 @@ def judge_family(spec: JudgeSpec | str | dict[str, Any], base: str | Path, tuned
         raise DataError("the family's outputs files share no instruction; they must answer the same AlpacaEval set")
     if limit is not None and limit < len(common):
         common = sorted(random.Random(seed).sample(common, limit))
+    seen = _seen_in_training(spec, common)
     base_sys = systems[0][1]
     cache = JudgmentCache(cache_path) if cache_path else None
     judge = Judge(spec, cache)
@@ -154,10 +155,21 @@ def judge_family(spec: JudgeSpec | str | dict[str, Any], base: str | Path, tuned
                                      if r["reference_net"] is not None and ref_t else None)
     result = {"format": FAMILY_FORMAT, "judge": spec.describe(), "judge_identity": spec.identity(),
               "base": base_sys.name, "base_reference_win_rate": base_sys.reference_win_rate,
-              "tuned": tuned_sys.name, "instructions": len(common), "seed": seed, "limit": limit,
+              "tuned": tuned_sys.name, "instructions": len(common), "instructions_seen_in_training": seen, "seed": seed, "limit": limit,
               "rows": rows, "stats": dict(judge.stats), "seconds": round(time.time() - t0, 1)}
     result["summary"] = family_summary(result)
     return result
+
+
+def _seen_in_training(spec: JudgeSpec, instructions: Sequence[str]) -> int | None:
+    """How many of `instructions` a scorer head was trained on (None for other judges)."""
+    if spec.backend != "scorer":
+        return None
+    from alignez_eval.hashing import sha256_text
+    from alignez_eval.scorer.head import load_head
+
+    trained = set(load_head(spec.model).provenance.get("instruction_sha256_16", []))
+    return sum(sha256_text(q)[:16] in trained for q in instructions)
 
 
 def _fmt(x: float | None, ci: Sequence[float] | None = None, sign: bool = True) -> str:
@@ -168,8 +180,10 @@ def _fmt(x: float | None, ci: Sequence[float] | None = None, sign: bool = True) 
 
 
 def family_summary(result: dict[str, Any]) -> str:
-    lines = [f"family {result['base']} -> {result['tuned']} ({result['instructions']} instructions), "
-             f"judge {result['judge']}"]
+    seen = result.get("instructions_seen_in_training")
+    lines = [f"family {result['base']} -> {result['tuned']} ({result['instructions']} instructions"
+             + (f", {seen} of them in the scorer's training data" if seen is not None else "")
+             + f"), judge {result['judge']}"]
     lines.append("| system | role | judge net vs base [95% CI] | reference-implied net | judge gap closed % | "
                  "reference gap closed % |")
     lines.append("|---|---|---|---|---|---|")

@@ -17,6 +17,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
+from alignez_eval.errors import DataError
+
 DEFAULT_L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
@@ -80,7 +82,8 @@ def cross_validate(data: PairData, l2_grid: Sequence[float], use_length: bool, k
     head reports), pooled over folds."""
     k = min(k, len(np.unique(data.group)))
     if k < 2:
-        raise ValueError("cross-validation grouped by generator needs at least 2 generators")
+        raise DataError("cross-validation grouped by generator needs at least 2 generators (or, for one source, "
+                        "2 prompts); give more training data")
     folds = grouped_folds(data.group, k, seed)
     rows = []
     for l2 in l2_grid:

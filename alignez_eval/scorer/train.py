@@ -23,6 +23,7 @@ import numpy as np
 
 from alignez_eval.atomic import atomic_write_json
 from alignez_eval.errors import ConfigError, DataError
+from alignez_eval.hashing import sha256_text
 from alignez_eval.scorer.data import (
     PrefPair,
     check_disjoint,
@@ -39,7 +40,16 @@ from alignez_eval.scorer.head import LENGTH_TERMS, ScorerHead, answer_length
 logger = logging.getLogger(__name__)
 
 LICENCES = {"alpaca_eval": "AlpacaEval annotations: CC BY-NC 4.0 (github.com/tatsu-lab/alpaca_eval); "
-                           "the head is a derived work for non-commercial use"}
+                           "the head is a derived work for non-commercial use",
+            "hh-rlhf": "HH-RLHF: MIT (github.com/anthropics/hh-rlhf)"}
+
+
+def licence_for(pairs: Sequence[PrefPair]) -> str:
+    """The licences of the sources the pairs came from (HH-RLHF rows, else AlpacaEval-style files)."""
+    from alignez_eval.scorer.data import HH_GENERATOR
+
+    kinds = {"hh-rlhf" if p.generator_2 == HH_GENERATOR else "alpaca_eval" for p in pairs}
+    return "; ".join(LICENCES[k] for k in sorted(kinds))
 
 
 @dataclass
@@ -57,7 +67,7 @@ class TrainSettings:
     shared_reference: tuple[str, ...] = ("text_davinci_003", "gpt4_1106_preview")
     seed: int = 0
     batch_size: int = 8
-    licence: str = LICENCES["alpaca_eval"]
+    licence: str | None = None  # None: from the data (licence_for)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -106,6 +116,9 @@ def pair_data(pairs: Sequence[PrefPair], phi: dict[str, np.ndarray], mu: np.ndar
     dl = np.array([answer_length(p.output_2) - answer_length(p.output_1) for p in pairs])
     y = np.array([p.p2 for p in pairs])
     groups = np.array([generator_family(p.generator_2) for p in pairs])
+    if len(set(groups)) < 2:
+        # one source (HH-RLHF's human labels): folds hold out whole prompts instead of generators
+        groups = np.array([sha256_text(p.instruction)[:8] for p in pairs])
     return PairData(dz, dl, y, np.ones(len(pairs)), groups)
 
 
@@ -134,7 +147,7 @@ def train_scorer(files: Sequence[str | Path], out: str | Path, settings: TrainSe
     provenance = {
         "trained_with": "alignez-eval train-scorer",
         "sources": info["sources"],
-        "licence": s.licence,
+        "licence": s.licence or licence_for(pairs),
         "pairs": len(pairs),
         "answers": len(answers),
         "generators": gens,
@@ -143,6 +156,8 @@ def train_scorer(files: Sequence[str | Path], out: str | Path, settings: TrainSe
         "evaluation_generators": sorted(s.evaluation_generators),
         "instruction_share": s.instruction_share,
         "instructions": len({p.instruction for p in pairs}),
+        # so a later evaluation can count (or drop) the prompts this head learned from
+        "instruction_sha256_16": sorted({sha256_text(p.instruction)[:16] for p in pairs}),
         "per_generator": s.per_generator,
         "seed": s.seed,
         "l2": l2,
