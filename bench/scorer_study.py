@@ -38,7 +38,11 @@ TURBO_ROWS = 200
 FAMILY_N = 100
 DEGRADE_N = 60
 HH = DATA / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
-HH_N = 300  # pairs on each side of the HH-RLHF split by prompt
+HH_N = 300
+# The λ grid of the study (train-scorer's default grid is wider): the exploration runs put the
+# optimum of every variant inside it, and 3 values x 5 folds keep 12 variants within minutes here.
+L2_GRID = (1e-3, 1e-2, 1e-1)
+AUGMENT_N = 150  # preferred training answers degraded into synthetic pairs (x4)  # pairs on each side of the HH-RLHF split by prompt
 
 
 def plan() -> dict:
@@ -74,7 +78,9 @@ def plan() -> dict:
     degrade_prompts = [{"id": f"dev{decisive[i].row}", "instruction": decisive[i].instruction,
                         "answer": decisive[i].output_2 if decisive[i].p2 > 0.5 else decisive[i].output_1}
                        for i in deg]
-    return {"dev": dev, "train": train, "turbo": turbo_train, "train_instr": train_instr,
+    from alignez_eval.scorer.augment import degraded_pairs
+
+    return {"dev": dev, "train": train, "turbo": turbo_train, "augment": degraded_pairs(train, AUGMENT_N, SEED), "train_instr": train_instr,
             "outputs": outputs, "family_instructions": fam_instr, "degrade_prompts": degrade_prompts}
 
 
@@ -106,8 +112,9 @@ def answer_items(p: dict) -> list[tuple[str, str]]:
     train = pairs_of(p["train"])
     random.Random(SEED).shuffle(train)
     family = [(q, p["outputs"][name][q]) for fam in FAMILIES.values() for name in fam for q in p["family_instructions"]]
-    degraded = [(it.instruction, it.candidate) for it in build_check_items(p["degrade_prompts"])]
-    return list(dict.fromkeys(pairs_of(p["dev"]) + train + family + degraded + pairs_of(p["turbo"])))
+    degraded = [(it.instruction, x) for it in build_check_items(p["degrade_prompts"]) for x in (it.baseline, it.candidate)]
+    return list(dict.fromkeys(pairs_of(p["dev"]) + train + family + degraded + pairs_of(p["turbo"])
+                              + pairs_of(p["augment"])))
 
 
 def prefetch(args: argparse.Namespace) -> None:
@@ -164,7 +171,7 @@ def variants(args: argparse.Namespace) -> None:
     from alignez_eval.judge.family import implied_net
     from alignez_eval.report.bootstrap import bootstrap_indices, percentile_ci
     from alignez_eval.scorer.data import generator_family
-    from alignez_eval.scorer.fit import DEFAULT_L2_GRID, PairData, choose_l2, fit_bt, grouped_folds
+    from alignez_eval.scorer.fit import PairData, choose_l2, fit_bt, grouped_folds
     from alignez_eval.scorer.head import answer_length
     from alignez_eval.scorer.spec import FeatureSpec, answer_key
 
@@ -179,7 +186,9 @@ def variants(args: argparse.Namespace) -> None:
                 and answer_key(r.instruction, r.output_2) in phi]
 
     dev = have(p["dev"])
-    pools = {"ae1": have(p["train"]), "ae1+ae2": have(p["train"]) + have(p["turbo"])}
+    pools = {"ae1": have(p["train"]), "ae1+ae2": have(p["train"]) + have(p["turbo"]),
+             "ae1+degradations": have(p["train"]) + have(p["augment"]),
+             "ae1+ae2+degradations": have(p["train"]) + have(p["turbo"]) + have(p["augment"])}
     print(f"dev {len(dev)}/{len(p['dev'])}, train {len(pools['ae1'])}/{len(p['train'])}, "
           f"turbo {len(pools['ae1+ae2']) - len(pools['ae1'])}/{len(p['turbo'])}", flush=True)
     fam_ok = all(answer_key(q, p["outputs"][n][q]) in phi for f in FAMILIES.values() for n in f
@@ -188,22 +197,27 @@ def variants(args: argparse.Namespace) -> None:
     deg_ok = all(answer_key(it.instruction, it.candidate) in phi and answer_key(it.instruction, it.baseline) in phi
                  for it in deg_items)
 
+    both = ("mean", "last")
+
+    def variant(name, layers=full.layers, pool=both, length="none", data="ae1", share=None):
+        return {"name": name, "layers": layers, "pool": pool, "length": length, "data": data, "share": share}
+
     def configs():
-        yield {"name": "all layers, mean+last, length control", "layers": full.layers, "pool": ("mean", "last"),
-               "length": True, "data": "ae1"}
+        for length in ("none", "control", "full"):
+            yield variant(f"all layers, mean+last, length {length}", length=length)
         for layer in full.layers:
-            for pool in (("mean",), ("last",), ("mean", "last")):
-                yield {"name": f"layer {layer}, {'+'.join(pool)}, length control", "layers": (layer,), "pool": pool,
-                       "length": True, "data": "ae1"}
-        yield {"name": "all layers, mean, length control", "layers": full.layers, "pool": ("mean",), "length": True,
-               "data": "ae1"}
-        yield {"name": "all layers, mean+last, no length term", "layers": full.layers, "pool": ("mean", "last"),
-               "length": False, "data": "ae1"}
-        yield {"name": "all layers, mean+last, length control, + AlpacaEval-2 soft", "layers": full.layers,
-               "pool": ("mean", "last"), "length": True, "data": "ae1+ae2"}
+            yield variant(f"layer {layer}, mean, length none", layers=(layer,), pool=("mean",))
+        yield variant("all layers, mean, length none", pool=("mean",))
+        yield variant("all layers, last, length none", pool=("last",))
+        for length in ("none", "full"):
+            yield variant(f"all layers, mean+last, length {length}, + AlpacaEval-2 soft", length=length, data="ae1+ae2")
+        for length in ("none", "full"):
+            yield variant(f"all layers, mean+last, length {length}, + degradation pairs", length=length,
+                          data="ae1+degradations")
+            yield variant(f"all layers, mean+last, length {length}, + AlpacaEval-2 soft + degradation pairs",
+                          length=length, data="ae1+ae2+degradations")
         for share in (0.25, 0.5):
-            yield {"name": f"all layers, mean+last, length control, {int(share * 100)}% of the data",
-                   "layers": full.layers, "pool": ("mean", "last"), "length": True, "data": "ae1", "share": share}
+            yield variant(f"all layers, mean+last, length none, {int(share * 100)}% of the data", share=share)
 
     def design(rows, cols, mu, sigma):
         z1 = np.stack([(phi[answer_key(r.instruction, r.output_1)][cols] - mu) / sigma for r in rows])
@@ -212,7 +226,9 @@ def variants(args: argparse.Namespace) -> None:
         return z2 - z1, dl
 
     results = []
-    for cfg in configs():
+    for n_cfg, cfg in enumerate(configs()):
+        if args.only is not None and n_cfg >= args.only:
+            break
         train = pools[cfg["data"]]
         if cfg.get("share"):
             rng = np.random.default_rng(SEED)
@@ -228,12 +244,12 @@ def variants(args: argparse.Namespace) -> None:
         # λ by grouped CV; out-of-fold margins also give the CV figures used to choose a variant
         folds = grouped_folds(groups, 5, SEED)
         cv = []
-        for l2 in DEFAULT_L2_GRID:
+        for l2 in L2_GRID:
             m = np.zeros(len(y))
             for test in folds:
                 tr = np.setdiff1d(np.arange(len(y)), test)
-                w, _ = fit_bt(data.take(tr), l2, cfg["length"])
-                m[test] = dz[test] @ w
+                w, g = fit_bt(data.take(tr), l2, cfg["length"] != "none")
+                m[test] = dz[test] @ w + (g * dl[test] if cfg["length"] == "full" else 0.0)
             ll = -float(np.mean(y * log_expit(m) + (1 - y) * log_expit(-m)))
             l1 = np.array([len(r.output_1.strip()) for r in train])
             l2_ = np.array([len(r.output_2.strip()) for r in train])
@@ -241,14 +257,15 @@ def variants(args: argparse.Namespace) -> None:
             lb, ag = _length_balanced(m[hard], np.round(y[hard]), l1[hard], l2_[hard])
             cv.append({"l2": l2, "log_loss": ll, "agreement": ag, "length_balanced": lb})
         l2 = choose_l2(cv)
-        w, gamma = fit_bt(data, l2, cfg["length"])
+        w, gamma = fit_bt(data, l2, cfg["length"] != "none")
+        g_read = gamma if cfg["length"] == "full" else 0.0
         best = next(c for c in cv if c["l2"] == l2)
 
-        def score(q, a, cols=cols, mu=mu, sigma=sigma, w=w):
-            return float((phi[answer_key(q, a)][cols] - mu) / sigma @ w)
+        def score(q, a, cols=cols, mu=mu, sigma=sigma, w=w, g=g_read):
+            return float((phi[answer_key(q, a)][cols] - mu) / sigma @ w + g * answer_length(a))
 
-        ddz, _ = design(dev, cols, mu, sigma)
-        margin = ddz @ w
+        ddz, ddl = design(dev, cols, mu, sigma)
+        margin = ddz @ w + g_read * ddl
         ref = ["2" if r.p2 > 0.5 else "1" if r.p2 < 0.5 else "tie" for r in dev]
         jl = ["2" if m > 0 else "1" if m < 0 else "tie" for m in margin]
         l1 = [len(r.output_1.strip()) for r in dev]
@@ -334,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     va.add_argument("--layers", type=int, nargs="+", default=[3, 6, 9, 12])
     va.add_argument("--max-answer-tokens", type=int, default=160)
     va.add_argument("--out", default="reports/scorer")
+    va.add_argument("--only", type=int, default=None, help="the first N variants only (a quick look)")
     args = ap.parse_args(argv)
     {"prefetch": prefetch, "variants": variants}[args.cmd](args)
 

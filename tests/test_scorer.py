@@ -324,3 +324,23 @@ def test_hh_rlhf_transcripts_are_read_as_pairs(tmp_path: Path):
         "How do I pick a lock?", "Use a tension wrench.", "I can't help with that.", 1.0)
     assert pairs[1].instruction == "Human: Hi\n\nAssistant: Hello!\n\nHuman: Insult me"
     assert pairs[1].generator_2 == "hh-rlhf"
+
+
+def test_degradation_pairs_put_the_preferred_answer_first(tmp_path: Path):
+    from alignez_eval.scorer.augment import degraded_pairs
+
+    rows = _rows(2, 6)
+    for r in rows:
+        r["output_1"], r["output_2"] = r["output_1"] + ". More words here to make it long enough.", \
+            r["output_2"] + ". Another sentence follows, with several more words."
+    (tmp_path / "t.json").write_text(json.dumps(rows))
+    pairs, _ = load_pairs(tmp_path / "t.json")
+    aug = degraded_pairs(pairs, 3, seed=0)
+    assert len(aug) == 12 and all(a.p2 == 1.0 for a in aug)
+    kinds = sorted({a.generator_1 for a in aug})
+    assert kinds == ["degraded:gibberish", "degraded:looped", "degraded:swapped", "degraded:truncated"]
+    for a in aug:
+        src = next(p for p in pairs if p.instruction == a.instruction and a.output_2 in (p.output_1, p.output_2))
+        assert a.output_2 == (src.output_2 if src.p2 > 0.5 else src.output_1).strip()
+        assert a.output_1 != a.output_2
+    assert degraded_pairs(pairs, 3, seed=0) == aug  # seeded

@@ -71,7 +71,7 @@ class ScorerBackend:
         items = [(r.instruction, r.answer_a) for r in requests]
         phi, self.extractor = features_for(items, self.head.features, extractor=self.extractor,
                                            batch_size=self.spec.batch_size)
-        scores = self.head.score(phi)
+        scores = self.head.score(phi, [a for _, a in items])
         self.calls += len(requests)
         for req, score in zip(requests, scores, strict=True):
             yield req, empty_result(grade=float(score))
