@@ -344,3 +344,13 @@ def test_degradation_pairs_put_the_preferred_answer_first(tmp_path: Path):
         assert a.output_2 == (src.output_2 if src.p2 > 0.5 else src.output_1).strip()
         assert a.output_1 != a.output_2
     assert degraded_pairs(pairs, 3, seed=0) == aug  # seeded
+
+
+def test_a_trained_source_is_allowed_on_held_out_instructions_only(trained, tmp_path: Path):
+    from alignez_eval.judge.agreement_run import judge_agreement
+
+    rows = [dict(r, instruction="a question never trained on " + r["instruction"]) for r in _rows(1, 4)]
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text("\n".join(json.dumps(r) for r in rows))  # generator gen0 (trained on), new instructions
+    res = judge_agreement(f"scorer:{trained[0]}", ref, tmp_path / "agree", n_boot=100)
+    assert res["held_out_by"] == "instruction"

@@ -168,8 +168,9 @@ def judge_agreement(spec: JudgeSpec | str | dict[str, Any], reference: str | Pat
     ref = reference if isinstance(reference, Reference) else load_reference(reference)
     pairs, counts = select_pairs(ref, generators=generators, max_chars=max_chars, limit=limit,
                                  limit_mode=limit_mode, seed=seed)
-    refuse_trained_generators(spec, {p.generator_2 for p in pairs if p.generator_2},
-                              "agreement on them would be measured on answers it learned from")
+    held_out_by = refuse_trained_generators(spec, {p.generator_2 for p in pairs if p.generator_2},
+                                            "agreement on them would be measured on answers it learned from",
+                                            instructions=[p.instruction for p in pairs]) or "generator"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = [PairItem(family=p.generator_2 or "reference", doc_id=str(p.row), instruction=p.instruction,
@@ -206,6 +207,7 @@ def judge_agreement(spec: JudgeSpec | str | dict[str, Any], reference: str | Pat
                      "limit": limit, "limit_mode": limit_mode, "seed": seed, "n_boot": n_boot,
                      "preference_rule": PREFERENCE_RULE, "length": LENGTH_RULE},
         "counts": counts,
+        "held_out_by": held_out_by if spec.backend == "scorer" else None,
         "overall": _figures(rows, n_boot, seed),
         "per_generator": {g: _figures(rs, n_boot, seed) for g, rs in sorted(per_gen.items())},
         "cache": str(cache_file),

@@ -31,18 +31,30 @@ def check_feature_model(head: ScorerHead) -> None:
                             "the head with `alignez-eval train-scorer`")
 
 
-def refuse_trained_generators(spec: JudgeSpec, names: Iterable[str], why: str) -> None:
-    """A scorer judge must not be checked on generators whose answers it was trained on (compared by
-    family name, so X_verbose is X)."""
+def refuse_trained_generators(spec: JudgeSpec, names: Iterable[str], why: str,
+                              instructions: Iterable[str] = ()) -> str | None:
+    """A scorer judge must not be checked on answers it was trained on. Generators are compared by
+    family name (X_verbose is X). An overlapping generator is allowed only when none of the evaluated
+    instructions is among the head's training instructions (one data source split by prompt, as
+    HH-RLHF's human labels are): -> "instruction" then (held out by instruction only), else None."""
     if spec.backend != "scorer":
-        return
+        return None
+    from alignez_eval.hashing import sha256_text
     from alignez_eval.scorer.data import generator_family
 
-    trained = set(load_head(spec.model).provenance.get("generators", []))
-    overlap = sorted(trained & {generator_family(n) for n in names if n})
-    if overlap:
-        raise ConfigError(f"the scorer head was trained on answers of {overlap}; {why}: retrain it with "
-                          "`train-scorer --exclude-generators` or evaluate on other generators")
+    prov = load_head(spec.model).provenance
+    overlap = sorted(set(prov.get("generators", [])) & {generator_family(n) for n in names if n})
+    if not overlap:
+        return None
+    trained = set(prov.get("instruction_sha256_16", []))
+    seen = sum(sha256_text(q)[:16] in trained for q in set(instructions))
+    if trained and instructions and not seen:
+        logger.warning("scorer head was trained on %s, but on none of these instructions: held out by instruction "
+                       "only", overlap)
+        return "instruction"
+    raise ConfigError(f"the scorer head was trained on answers of {overlap}; {why}: retrain it with "
+                      "`train-scorer --exclude-generators` or evaluate on other generators (or, for one source, "
+                      "on instructions it was not trained on)")
 
 
 class ScorerBackend:
