@@ -73,7 +73,7 @@ class EditMeta:
     # "help": Θ_help rows point towards helpful (⟨mean(H_help − H_harm), θ⟩ > 0) and Θ_harm rows towards
     # harmful; query gates are evaluated on the helpful-oriented sign of every direction (−θ for harm).
     orientation: str = "help"
-    fit: dict[str, Any] = field(default_factory=dict)  # data hash, settings, counts, timings
+    fit: dict[str, Any] = field(default_factory=dict)  # data hash, settings, counts (no timings)
     package_version: str = __version__
     format_version: int = FORMAT_VERSION
 
