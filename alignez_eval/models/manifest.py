@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from alignez_eval.atomic import atomic_write_bytes, umask
+from alignez_eval.atomic import atomic_write_bytes
 from alignez_eval.hashing import sha256_file
 from alignez_eval.models.paths import prepared_dir
 from alignez_eval.models.registry import ModelSpec, get_spec
@@ -54,10 +54,9 @@ def write_manifest(spec: ModelSpec, directory: Path, extra: dict | None = None) 
         **(extra or {}),
         "files": _file_records(directory),
     }
-    # Readable as open() would make it, not private: a manifest other users of a shared cache
-    # cannot read would make them rebuild the model.
-    atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(),
-                       mode=0o666 & ~umask())
+    # Readable as open() would make it (atomic_write_bytes' default), not private: a manifest other
+    # users of a shared cache cannot read would make them rebuild the model.
+    atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
     return manifest
 
 
