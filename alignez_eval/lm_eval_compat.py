@@ -15,12 +15,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+# one definition of the model's name and "module:Class" target, in the import-light start-up module
+from alignez_eval._autoload import MODEL_NAME, MODEL_TARGET
+
+__all__ = ["MODEL_NAME", "MODEL_TARGET"]  # re-exported: lm-eval-facing names live here too
+
 logger = logging.getLogger(__name__)
 
 LM_EVAL_REQUIREMENT = "lm-eval>=0.4.13,<0.5"
-
-MODEL_NAME = "alignez-hf"
-MODEL_TARGET = "model_adapters.alignez_hf:AlignEZHFLM"
 
 # Imported directly by the rest of the repository (module -> names; None: the module itself).
 PUBLIC_API: dict[str, frozenset[str] | None] = {

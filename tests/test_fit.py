@@ -11,7 +11,6 @@ from tiny import make_model
 
 import alignez_eval
 from alignez_eval.cli import main as cli_main
-from alignez_eval.editing.activations import save_activations
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.editing.gates import capture_query_states, query_gates
 from alignez_eval.editing.hooks import edit_session
@@ -20,6 +19,7 @@ from alignez_eval.editing.positions import GenerationPositions
 from alignez_eval.errors import ConfigError, DataError
 from alignez_eval.fitting.activations import activation_texts
 from alignez_eval.fitting.cache import model_fingerprint
+from alignez_eval.fitting.capture import save_activations
 from alignez_eval.fitting.outputs import write_outputs
 from alignez_eval.fitting.run import run_fit
 from alignez_eval.fitting.settings import FitSettings

@@ -24,8 +24,8 @@ METHODS = ("v2", "v1", "caa", "iti")
 RULE_OF = {"v2": "alignez", "v1": "projection", "caa": "add", "iti": "add"}
 DEFAULT_GATE = {"v2": "paper", "v1": "none", "caa": "none", "iti": "none"}
 
-# Shown by `fit --help`. Three lists belong to torch-importing modules (editing.subspaces,
-# editing.activations, selfpref.generate), so they are restated here for the help only;
+# Shown by `fit --help`. Three lists belong to torch-importing modules (fitting.subspaces,
+# fitting.capture, selfpref.generate), so they are restated here for the help only;
 # tests/test_fit_cli.py checks they still match, and validation below uses the owners' lists.
 HELP_CHOICES: dict[str, tuple[str, ...]] = {
     "method": METHODS,
@@ -85,8 +85,8 @@ class FitSettings:
     pref_limit: int | None = _setting(None, "use only the first N usable real pairs", "data")
 
     def __post_init__(self) -> None:
-        from alignez_eval.editing.activations import READS
-        from alignez_eval.editing.subspaces import HARM_BASES
+        from alignez_eval.fitting.capture import READS
+        from alignez_eval.fitting.subspaces import HARM_BASES
         from alignez_eval.selfpref.templates import parse_keywords
 
         if self.method not in METHODS:

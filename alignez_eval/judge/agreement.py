@@ -69,7 +69,6 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("agreement_ref_shorter", "agree, ref shorter", "agreement where the reference picked the shorter answer"),
     ("length_balanced", "length-balanced", "mean of the two above (length-only scores 50%)"),
 )
-RATIO_FIGURES = {k for k, _, _ in FIGURES} - {"kappa"}
 
 
 # -- reading a reference file -----------------------------------------------------------------------

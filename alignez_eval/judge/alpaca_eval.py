@@ -19,7 +19,6 @@ from alignez_eval.queries import query_id
 
 FORMAT = "alpaca_eval"
 FAMILY = "alpaca_eval"  # task and family of every sample read from a model_outputs.json
-FIELDS = ("instruction", "output", "generator", "dataset")
 
 
 def _preview(text: str, n: int = 60) -> str:

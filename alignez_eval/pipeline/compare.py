@@ -53,9 +53,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["BASE_SUFFIX", "CompareConfig", "ComparePipeline", "CompareResult", "Comparison", "ModelEntry",
            "ModelSlot", "System", "merge_runs", "run_compare", "select_positions", "task_variants"]
 
-# Inference-time edit settings (set_edit); everything else about an edit is a fit setting.
-EDIT_SETTINGS = ("alpha", "layers", "n_layers", "positions", "gate")
-
 
 @dataclass
 class CompareConfig:
@@ -100,10 +97,7 @@ class CompareConfig:
             raise ConfigError(f"limit mode {self.limit_mode!r}: use spread or first")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be a positive number of prompts, got {self.limit}")
-        bad = sorted(set(self.edit) - set(EDIT_SETTINGS))
-        if bad:
-            raise ConfigError(f"unknown edit setting(s) {bad}; inference-time settings are {EDIT_SETTINGS}")
-        self.edit = {k: v for k, v in self.edit.items() if v is not None}
+        self.edit = parts.check_edit_settings(self.edit)  # the inference-time names parts.py derives
         self.fit = {k: v for k, v in self.fit.items() if v is not None}
         self.include_path = normalize_include_path(self.include_path)
         if self.judge_reference is not None:
