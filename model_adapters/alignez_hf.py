@@ -9,6 +9,7 @@ are those of `--model hf`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections import Counter
@@ -18,10 +19,10 @@ from typing import Any
 
 import lm_eval.models  # noqa: F401  — fill the registry with the built-ins before adding ours
 import torch
-from lm_eval.api.registry import register_model
+from lm_eval.api.registry import get_model, register_model
 from lm_eval.models.huggingface import HFLM
 
-from alignez_eval import __version__
+from alignez_eval._autoload import MODEL_NAME
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.editing.config import EDIT_SETTINGS, is_none
 from alignez_eval.editing.gates import RowGates, capture_query_states, one_token_generate, query_gates
@@ -30,6 +31,8 @@ from alignez_eval.editing.layers import check_no_split_layer_list
 from alignez_eval.editing.plan import EditConfig, EditPlan, prepare_plan
 from alignez_eval.editing.positions import GenerationPositions, SpanPositions, loglikelihood_span
 from alignez_eval.errors import ConfigError
+from alignez_eval.fitting.on_the_fly import fit_for_evaluation
+from alignez_eval.package import __version__
 from alignez_eval.parallel import data_parallel_rank
 
 logger = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ def _strip_pad(tokens: Sequence[int]) -> tuple[int, ...]:
     return tuple(tokens[:end])
 
 
-@register_model("alignez-hf")
+@register_model(MODEL_NAME)
 class AlignEZHFLM(HFLM):
     """HFLM + an AlignEZ edit. model_args (all scalars, so lm-eval's comma parser keeps them):
 
@@ -145,8 +148,6 @@ class AlignEZHFLM(HFLM):
     def _fit_edit(self, requests: list[Any]) -> Edit:
         """Fit an edit on the fly (`fit=self` — the evaluation's own prompts — or `fit=QUERIES.jsonl|TASK`),
         with `fit_*` model_args as settings; cached by (model, queries, settings)."""
-        from alignez_eval.fitting.on_the_fly import fit_for_evaluation
-
         return fit_for_evaluation(self.model, self.tokenizer, self._fit_spec, self._fit_args, requests,
                                   rank=self.rank, world_size=self.world_size,
                                   accelerator=getattr(self, "accelerator", None))
@@ -319,6 +320,11 @@ def _prompt_cache_applies(plan: EditPlan, context: torch.Tensor, attn: Any, gen_
 
 def _cache_kwarg(model: torch.nn.Module) -> str:
     """transformers 5 renamed generate's `past_key_values` to `cache`; accept either."""
-    import inspect
-
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def register() -> type:
+    """Make `alignez-hf` resolvable in this process and return its class. Importing this module
+    registered it (after lm-eval's built-ins, imported above: `get_model` fills the registry only
+    while it is empty, so registering ours into an empty registry would hide `hf` and the rest)."""
+    return get_model(MODEL_NAME)

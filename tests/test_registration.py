@@ -84,7 +84,7 @@ def test_autoload_then_plain_lm_eval_cli(tiny_dir, tmp_path: Path) -> None:
 
 def test_autoload_switch_and_explicit_register(tmp_path: Path) -> None:
     proc = _py(PROBE + """
-    from alignez_eval.lm_eval_compat import register
+    from model_adapters.alignez_hf import register
     cls = register()
     print(json.dumps([cls.__name__, get_model("hf").__name__, get_model("dummy").__name__]))
     """, cwd=tmp_path, env_extra={_autoload.ENV_DISABLE: "1"})

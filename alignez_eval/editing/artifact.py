@@ -28,12 +28,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from alignez_eval import __version__
 from alignez_eval.atomic import atomic_write_safetensors
 from alignez_eval.editing.config import COMPONENTS, GATES
 from alignez_eval.editing.rules import RULES
 from alignez_eval.errors import ArtifactError
 from alignez_eval.hashing import sha256_file, sha256_tensors
+from alignez_eval.package import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alignez_eval import __version__
 from alignez_eval.editing.artifact import Edit, EditMeta
 from alignez_eval.fitting.layer_fit import LayerFits, json_float
 from alignez_eval.fitting.pairs import Pairs
 from alignez_eval.fitting.settings import RULE_OF, FitSettings
+from alignez_eval.package import __version__
 from alignez_eval.selfpref.pipeline import degeneracy
 
 ORIENTATION_RULE = (

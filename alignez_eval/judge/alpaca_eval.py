@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import DataError
-from alignez_eval.judge.runs import Run, Sample
+from alignez_eval.judge.samples import Run, Sample
 from alignez_eval.queries import query_id
 
 FORMAT = "alpaca_eval"

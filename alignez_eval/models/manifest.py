@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from alignez_eval.atomic import atomic_write_bytes
 from alignez_eval.hashing import sha256_file
 from alignez_eval.models.paths import prepared_dir
 from alignez_eval.models.registry import ModelSpec, get_spec
+from alignez_eval.package import __version__
 
 MANIFEST = "alignez-model.json"
 MANIFEST_FORMAT = "alignez-eval/model-manifest"
@@ -27,10 +29,6 @@ def _file_records(directory: Path) -> dict[str, dict[str, int | str]]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from alignez_eval import __version__
-
     versions = {"alignez_eval": __version__}
     for dist in ("transformers", "torch", "gguf", "safetensors"):
         with contextlib.suppress(PackageNotFoundError):

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def _build_lock(name: str) -> Iterator[None]:
+    # lazy: POSIX-only module, needed only while building a model
     import fcntl
 
     lock_dir = models_dir() / ".locks"

@@ -23,12 +23,13 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from alignez_eval import __version__
 from alignez_eval.atomic import atomic_dir, atomic_write_json
 from alignez_eval.hashing import sha256_file, sha256_json
+from alignez_eval.package import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ MANIFEST = "manifest.json"
 
 def software_versions() -> dict[str, str]:
     """Versions whose change can change an output (generation numerics, task rendering, judging)."""
-    from importlib.metadata import PackageNotFoundError, version
 
     out = {"alignez-eval": __version__}
     for pkg in ("lm-eval", "torch", "transformers"):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from alignez_eval.report.bootstrap import DEFAULT_N_BOOT, bootstrap_indices, bootstrap_se, percentile_ci
+from alignez_eval.bootstrap import DEFAULT_N_BOOT, bootstrap_indices, bootstrap_se, percentile_ci
 
 VALUES = {"win": 1.0, "tie": 0.0, "lose": -1.0}
 LENGTH_ADJ_RIDGE = 1e-2  # keeps the slope finite when length separates the outcomes perfectly
