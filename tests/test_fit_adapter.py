@@ -58,7 +58,7 @@ def test_fit_from_a_query_file_with_a_baseline_method(tiny_dir, tmp_path):
                      fit_method="caa", fit_top_k=2, fit_cache_dir=str(tmp_path / "cache"), **FIT_ARGS)
     lm.generate_until(requests(DOCS[:1]))
     plan = lm.edit_plan
-    assert plan.rule == "add" and len(plan.layers) == 2
+    assert plan.rule.name == "add" and len(plan.layers) == 2
 
 
 def test_bad_fit_args_are_clear(tiny_dir, tmp_path):

@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 
 from alignez_eval.atomic import atomic_write_safetensors
 from alignez_eval.editing.config import COMPONENTS, GATES
-from alignez_eval.editing.rules import RULES
+from alignez_eval.editing.rules import RULES, get_rule
 from alignez_eval.errors import ArtifactError
 from alignez_eval.hashing import sha256_file, sha256_tensors
 from alignez_eval.package import __version__
@@ -135,7 +135,7 @@ class Edit:
                     f"{self._name()}: layer.{i}.steer has shape {tuple(le.steer.shape)}, "
                     f"expected ({self.meta.hidden_size},); {fix}"
                 )
-            if self.meta.rule == "add":
+            if not get_rule(self.meta.rule).uses_directions:
                 continue  # the shift alone is applied; Θ rows are not used
             for name, t in (("harm", le.harm), ("help", le.help)):
                 if not t.shape[0]:
