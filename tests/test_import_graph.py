@@ -151,14 +151,14 @@ def test_the_version_is_written_once_more_only_in_pyproject() -> None:
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("alignez_eval.errors", "alignez_eval.package", "alignez_eval.hashing", "alignez_eval.atomic",
      "alignez_eval.bootstrap", "alignez_eval.dtypes", "alignez_eval.sampling", "alignez_eval.parallel",
-     "alignez_eval._autoload"),
+     "alignez_eval._autoload", "alignez_eval.defaults"),
     ("alignez_eval.lm_eval_compat", "alignez_eval.models", "alignez_eval.shareable"),
     ("alignez_eval.queries",),
     ("alignez_eval.selfpref",),
     ("alignez_eval.editing", "alignez_eval.apply"),
     ("alignez_eval.fitting",),
     ("model_adapters.alignez_hf", "model_adapters"),
-    ("alignez_eval.judge",),
+    ("alignez_eval.judge", "alignez_eval.scorer"),  # the scorer is a judge backend's model
     ("alignez_eval.report",),
     ("alignez_eval.pipeline",),
     ("alignez_eval.commands",),
@@ -169,6 +169,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 PENDING_UPWARD = {
     # judge/spec.py is being changed by issue 17 (scorer backend); then it imports alignez_eval.shareable
     ("alignez_eval.judge.spec", "alignez_eval.report.shareable"),
+    # judge/family.py (issue 17) computes Net and gap closed with report/'s statistics: those two
+    # pure-statistics modules go to a leaf both import, or family goes up to report/
+    ("alignez_eval.judge.family", "alignez_eval.report.gap"),
+    ("alignez_eval.judge.family", "alignez_eval.report.metrics"),
 }
 
 

@@ -1,0 +1,342 @@
+"""The scorer study behind reports/scorer/: which features and data make a scorer that agrees with
+GPT-4 on held-out generators (and held-out instructions), sees the real families' gaps and rejects
+degraded answers. Reads the real reference data in ../shared/data (never used by `make test`).
+
+  python bench/scorer_study.py prefetch --part 0/2   # feature extraction, resumable, one core each
+  python bench/scorer_study.py variants              # heads on the stored features, one table
+
+Every split is fixed here (seeded), so figures can be reproduced:
+  - evaluation generators: the dev file's 5 (alpaca-7b, alpaca-farm-ppo-human, phi-2-sft,
+    zephyr-7b-beta, llama-2-7b-chat-hf), never in training (checked, by family name);
+  - instructions: a seeded half of AlpacaEval's 805 may appear in training; the other half never
+    does, and the family and by-instruction figures use only that half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+DATA = Path(os.environ.get("ALIGNEZ_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+AE = DATA / "alpaca_eval"
+TRAIN_GPT4 = AE / "annotations_gpt4_train.jsonl.gz"
+TRAIN_TURBO = AE / "annotations_gpt4_turbo_train.jsonl.gz"
+DEV = AE / "annotations_gpt4_dev.jsonl"
+OUTPUTS = AE / "model_outputs"
+FAMILIES = {"alpaca": ("alpaca-7b", "alpaca-farm-ppo-human"), "phi-2": ("phi-2", "phi-2-sft")}
+# GPT-4 (AlpacaEval 1) win rates vs text_davinci_003 over all 805 instructions (shared/data/README).
+GPT4_WIN_RATES = {"phi-2": 26.5, "phi-2-sft": 68.5, "phi-2-dpo": 82.3, "alpaca-7b": 23.5,
+                  "alpaca-farm-ppo-human": 39.8}
+SEED = 0
+TRAIN_INSTRUCTION_SHARE = 0.5
+PER_GENERATOR = 30
+TURBO_ROWS = 200
+FAMILY_N = 100
+DEGRADE_N = 60
+HH = DATA / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+HH_N = 300  # pairs on each side of the HH-RLHF split by prompt
+
+
+def plan() -> dict:
+    from alignez_eval.scorer.data import (
+        check_disjoint,
+        generator_family,
+        instruction_split,
+        load_pairs,
+        sample_per_generator,
+    )
+
+    dev, _ = load_pairs(DEV)
+    gpt4, _ = load_pairs(TRAIN_GPT4)
+    turbo, _ = load_pairs(TRAIN_TURBO)
+    train_instr = instruction_split([p.instruction for p in gpt4], TRAIN_INSTRUCTION_SHARE, SEED)
+    dev_gens = {p.generator_2 for p in dev}
+    train = sample_per_generator([p for p in gpt4 if p.instruction in train_instr], PER_GENERATOR, SEED)
+    dev_fams = {generator_family(g) for g in dev_gens}
+    turbo_ok = [p for p in turbo if p.instruction in train_instr and generator_family(p.generator_2) not in dev_fams
+                and p.generator_2 != "example"]
+    variants = [p for p in turbo_ok if p.generator_2.endswith(("_concise", "_verbose"))
+                or f"{p.generator_2}_concise" in {q.generator_2 for q in turbo_ok}]
+    rng = random.Random(SEED)
+    turbo_pick = sorted(rng.sample(range(len(variants)), min(TURBO_ROWS, len(variants))))
+    turbo_train = [variants[i] for i in turbo_pick]
+    check_disjoint(train + turbo_train, dev_gens, shared_reference=["text_davinci_003"])
+    outputs = {n: {r["instruction"]: r["output"] for r in json.loads((OUTPUTS / f"{n}.json").read_text())}
+               for fam in FAMILIES.values() for n in fam}
+    common = sorted(set.intersection(*(set(v) for v in outputs.values())) - train_instr)
+    fam_instr = sorted(random.Random(SEED).sample(common, FAMILY_N))
+    decisive = [p for p in dev if p.p2 != 0.5]
+    deg = sorted(random.Random(SEED).sample(range(len(decisive)), DEGRADE_N))
+    degrade_prompts = [{"id": f"dev{decisive[i].row}", "instruction": decisive[i].instruction,
+                        "answer": decisive[i].output_2 if decisive[i].p2 > 0.5 else decisive[i].output_1}
+                       for i in deg]
+    return {"dev": dev, "train": train, "turbo": turbo_train, "train_instr": train_instr,
+            "outputs": outputs, "family_instructions": fam_instr, "degrade_prompts": degrade_prompts}
+
+
+def plan_hh() -> dict:
+    """HH-RLHF harmless-base (human labels): a seeded half of the prompts for training, the rest for
+    evaluation, HH_N pairs each."""
+    from alignez_eval.scorer.data import instruction_split, load_pairs, sample_per_generator
+
+    pairs, skipped = load_pairs(HH)
+    train_instr = instruction_split([p.instruction for p in pairs], 0.5, SEED)
+    train = sample_per_generator([p for p in pairs if p.instruction in train_instr], HH_N, SEED)
+    rest = [p for p in pairs if p.instruction not in train_instr]
+    test = [rest[i] for i in sorted(random.Random(SEED).sample(range(len(rest)), HH_N))]
+    return {"train": train, "test": test, "rows": len(pairs) + skipped, "skipped": skipped}
+
+
+def answer_items(p: dict) -> list[tuple[str, str]]:
+    """Every answer the study scores, in the order extraction should take them: the held-out dev
+    pairs, the AlpacaEval-1 training pairs (shuffled, so a partial run is a random subset), the
+    families, the degraded answers, then the AlpacaEval-2 pairs."""
+    from alignez_eval.judge.check import build_check_items
+
+    def pairs_of(rows: list) -> list[tuple[str, str]]:
+        out = []
+        for r in rows:
+            out += [(r.instruction, r.output_1), (r.instruction, r.output_2)]
+        return out
+
+    train = pairs_of(p["train"])
+    random.Random(SEED).shuffle(train)
+    family = [(q, p["outputs"][name][q]) for fam in FAMILIES.values() for name in fam for q in p["family_instructions"]]
+    degraded = [(it.instruction, it.candidate) for it in build_check_items(p["degrade_prompts"])]
+    return list(dict.fromkeys(pairs_of(p["dev"]) + train + family + degraded + pairs_of(p["turbo"])))
+
+
+def prefetch(args: argparse.Namespace) -> None:
+    import torch
+
+    from alignez_eval.scorer.features import FeatureSpec, features_for
+
+    torch.set_num_threads(args.threads)
+    k, n = (int(x) for x in args.part.split("/"))
+    spec = FeatureSpec(args.model, layers=tuple(args.layers), max_answer_tokens=args.max_answer_tokens)
+    items = answer_items(plan())
+    if args.hh:
+        hh = plan_hh()
+        items = list(dict.fromkeys((r.instruction, a) for r in hh["train"] + hh["test"] for a in (r.output_1, r.output_2)))
+    mine = items[k::n]
+    print(f"part {k}/{n}: {len(mine)} of {len(items)} answers, features {spec.identity_hash()[:12]}", flush=True)
+    features_for(mine, spec, batch_size=args.batch_size, shard_size=64)
+    print("done", flush=True)
+
+
+# -- variants: heads on the stored features -----------------------------------------------------------
+def _stored(items: list[tuple[str, str]], spec) -> dict:
+    """The stored vectors of `items` that exist (any compatible store), by answer key."""
+    from alignez_eval.scorer.features import compatible_stores
+    from alignez_eval.scorer.spec import answer_key
+
+    out = {}
+    keys = list(dict.fromkeys(answer_key(q, a) for q, a in items))
+    for store, cols in compatible_stores(spec):
+        hit = [k for k in keys if k in store and k not in out]
+        if hit:
+            out.update(zip(hit, store.get(hit)[:, cols], strict=True))
+    return out
+
+
+def _length_balanced(margin, y, l1, l2):
+
+    dec = y != 0.5
+    longer2 = l2 > l1
+    unequal = l1 != l2
+    hit = (margin > 0) == (y > 0.5)
+    ref_longer = dec & unequal & ((y > 0.5) == longer2)
+    ref_shorter = dec & unequal & ((y > 0.5) != longer2)
+    return float((hit[ref_longer].mean() + hit[ref_shorter].mean()) / 2), float(hit[dec].mean())
+
+
+def variants(args: argparse.Namespace) -> None:
+    import numpy as np
+    from scipy.special import log_expit
+
+    from alignez_eval.atomic import atomic_write_json, atomic_write_text
+    from alignez_eval.bootstrap import bootstrap_indices, percentile_ci
+    from alignez_eval.judge.agreement import agreement_figures
+    from alignez_eval.judge.check import build_check_items
+    from alignez_eval.judge.family import implied_net
+    from alignez_eval.scorer.data import generator_family
+    from alignez_eval.scorer.fit import DEFAULT_L2_GRID, PairData, choose_l2, fit_bt, grouped_folds
+    from alignez_eval.scorer.head import answer_length
+    from alignez_eval.scorer.spec import FeatureSpec, answer_key
+
+    p = plan()
+    full = FeatureSpec(args.model, layers=tuple(args.layers), max_answer_tokens=args.max_answer_tokens)
+    phi = _stored(answer_items(p), full)
+    dim = len(next(iter(phi.values()))) // len(full.blocks)
+    print(f"{len(phi)} answers stored ({dim}-dim blocks)", flush=True)
+
+    def have(rows):
+        return [r for r in rows if answer_key(r.instruction, r.output_1) in phi
+                and answer_key(r.instruction, r.output_2) in phi]
+
+    dev = have(p["dev"])
+    pools = {"ae1": have(p["train"]), "ae1+ae2": have(p["train"]) + have(p["turbo"])}
+    print(f"dev {len(dev)}/{len(p['dev'])}, train {len(pools['ae1'])}/{len(p['train'])}, "
+          f"turbo {len(pools['ae1+ae2']) - len(pools['ae1'])}/{len(p['turbo'])}", flush=True)
+    fam_ok = all(answer_key(q, p["outputs"][n][q]) in phi for f in FAMILIES.values() for n in f
+                 for q in p["family_instructions"])
+    deg_items = build_check_items(p["degrade_prompts"])
+    deg_ok = all(answer_key(it.instruction, it.candidate) in phi and answer_key(it.instruction, it.baseline) in phi
+                 for it in deg_items)
+
+    def configs():
+        yield {"name": "all layers, mean+last, length control", "layers": full.layers, "pool": ("mean", "last"),
+               "length": True, "data": "ae1"}
+        for layer in full.layers:
+            for pool in (("mean",), ("last",), ("mean", "last")):
+                yield {"name": f"layer {layer}, {'+'.join(pool)}, length control", "layers": (layer,), "pool": pool,
+                       "length": True, "data": "ae1"}
+        yield {"name": "all layers, mean, length control", "layers": full.layers, "pool": ("mean",), "length": True,
+               "data": "ae1"}
+        yield {"name": "all layers, mean+last, no length term", "layers": full.layers, "pool": ("mean", "last"),
+               "length": False, "data": "ae1"}
+        yield {"name": "all layers, mean+last, length control, + AlpacaEval-2 soft", "layers": full.layers,
+               "pool": ("mean", "last"), "length": True, "data": "ae1+ae2"}
+        for share in (0.25, 0.5):
+            yield {"name": f"all layers, mean+last, length control, {int(share * 100)}% of the data",
+                   "layers": full.layers, "pool": ("mean", "last"), "length": True, "data": "ae1", "share": share}
+
+    def design(rows, cols, mu, sigma):
+        z1 = np.stack([(phi[answer_key(r.instruction, r.output_1)][cols] - mu) / sigma for r in rows])
+        z2 = np.stack([(phi[answer_key(r.instruction, r.output_2)][cols] - mu) / sigma for r in rows])
+        dl = np.array([answer_length(r.output_2) - answer_length(r.output_1) for r in rows])
+        return z2 - z1, dl
+
+    results = []
+    for cfg in configs():
+        train = pools[cfg["data"]]
+        if cfg.get("share"):
+            rng = np.random.default_rng(SEED)
+            train = [train[i] for i in sorted(rng.choice(len(train), int(cfg["share"] * len(train)), replace=False))]
+        cols = full.columns(full.subset(cfg["layers"], cfg["pool"]), dim)
+        answers = list(dict.fromkeys(answer_key(r.instruction, a) for r in train for a in (r.output_1, r.output_2)))
+        mat = np.stack([phi[k][cols] for k in answers]).astype(np.float64)
+        mu, sigma = mat.mean(0), mat.std(0) + 1e-6
+        dz, dl = design(train, cols, mu, sigma)
+        y = np.array([r.p2 for r in train])
+        groups = np.array([generator_family(r.generator_2) for r in train])
+        data = PairData(dz, dl, y, np.ones(len(y)), groups)
+        # λ by grouped CV; out-of-fold margins also give the CV figures used to choose a variant
+        folds = grouped_folds(groups, 5, SEED)
+        cv = []
+        for l2 in DEFAULT_L2_GRID:
+            m = np.zeros(len(y))
+            for test in folds:
+                tr = np.setdiff1d(np.arange(len(y)), test)
+                w, _ = fit_bt(data.take(tr), l2, cfg["length"])
+                m[test] = dz[test] @ w
+            ll = -float(np.mean(y * log_expit(m) + (1 - y) * log_expit(-m)))
+            l1 = np.array([len(r.output_1.strip()) for r in train])
+            l2_ = np.array([len(r.output_2.strip()) for r in train])
+            hard = np.abs(y - 0.5) > 0.2
+            lb, ag = _length_balanced(m[hard], np.round(y[hard]), l1[hard], l2_[hard])
+            cv.append({"l2": l2, "log_loss": ll, "agreement": ag, "length_balanced": lb})
+        l2 = choose_l2(cv)
+        w, gamma = fit_bt(data, l2, cfg["length"])
+        best = next(c for c in cv if c["l2"] == l2)
+
+        def score(q, a, cols=cols, mu=mu, sigma=sigma, w=w):
+            return float((phi[answer_key(q, a)][cols] - mu) / sigma @ w)
+
+        ddz, _ = design(dev, cols, mu, sigma)
+        margin = ddz @ w
+        ref = ["2" if r.p2 > 0.5 else "1" if r.p2 < 0.5 else "tie" for r in dev]
+        jl = ["2" if m > 0 else "1" if m < 0 else "tie" for m in margin]
+        l1 = [len(r.output_1.strip()) for r in dev]
+        l2c = [len(r.output_2.strip()) for r in dev]
+        figs = agreement_figures(ref, jl, l1, l2c, n_boot=1000, seed=SEED)["figures"]
+        held = [i for i, r in enumerate(dev) if r.instruction not in p["train_instr"]]
+        figs_instr = agreement_figures([ref[i] for i in held], [jl[i] for i in held], [l1[i] for i in held],
+                                       [l2c[i] for i in held], n_boot=1000, seed=SEED)["figures"]
+        row = {**{k: v for k, v in cfg.items()}, "layers": list(cfg["layers"]), "pool": list(cfg["pool"]),
+               "l2": l2, "gamma": gamma, "train_pairs": len(train), "cv": best, "dev_n": len(dev),
+               "dev": {k: figs[k] for k in ("agreement", "length_balanced", "agreement_ref_longer",
+                                            "agreement_ref_shorter", "judge_picks_longer", "length_baseline")},
+               "dev_heldout_instructions": {"n": len(held), **{k: figs_instr[k] for k in ("agreement", "length_balanced")}}}
+        if fam_ok:
+            fams = {}
+            for fam, (base, tuned) in FAMILIES.items():
+                v = np.array([np.sign(score(q, p["outputs"][tuned][q]) - score(q, p["outputs"][base][q]))
+                              for q in p["family_instructions"]])
+                idx = bootstrap_indices(len(v), 1000, SEED)
+                fams[fam] = {"net": float(100 * v.mean()), "ci": list(percentile_ci(100 * v[idx].mean(1))),
+                             "reference_net": implied_net(GPT4_WIN_RATES[tuned], GPT4_WIN_RATES[base]),
+                             "n": len(v)}
+            row["families"] = fams
+        if deg_ok:
+            degs: dict[str, list[float]] = {}
+            for it in deg_items:
+                deg = dict(it.meta)["degradation"]
+                degs.setdefault(deg, []).append(float(score(it.instruction, it.baseline) > score(it.instruction, it.candidate)))
+            row["degradations"] = {k: float(np.mean(v)) for k, v in degs.items()}
+        results.append(row)
+        fam_txt = " ".join(f"{k} {v['net']:+.0f}" for k, v in row.get("families", {}).items())
+        print(f"{cfg['name']:<62} λ={l2:<7g} CV agr {best['agreement']:.3f} lb {best['length_balanced']:.3f} | "
+              f"dev agr {figs['agreement']['value']:.3f} lb {figs['length_balanced']['value']:.3f} | "
+              f"held-out instr agr {figs_instr['agreement']['value']:.3f} lb {figs_instr['length_balanced']['value']:.3f}"
+              f" | {fam_txt} | deg {min(row.get('degradations', {'-': float('nan')}).values()):.2f}", flush=True)
+    out = Path(args.out)
+    atomic_write_json(out / "variants.json", {"plan": {"seed": SEED, "train_instruction_share": TRAIN_INSTRUCTION_SHARE,
+                                                       "per_generator": PER_GENERATOR, "turbo_rows": TURBO_ROWS,
+                                                       "family_n": FAMILY_N, "degrade_n": DEGRADE_N},
+                                              "features": full.identity(), "results": results})
+    atomic_write_text(out / "variants.md", variants_table(results))
+    print(f"saved {out / 'variants.json'}, variants.md")
+
+
+def _pct(fig) -> str:
+    if not fig or fig.get("value") is None:
+        return "—"
+    lo, hi = fig["ci"]
+    return f"{100 * fig['value']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def variants_table(results: list[dict]) -> str:
+    lines = ["| variant | train pairs | CV agreement | CV length-bal. | dev agreement | dev length-bal. | "
+             "held-out instr. agreement | held-out instr. length-bal. | alpaca net (GPT-4-implied) | "
+             "phi-2 net (GPT-4-implied) | degradations: original wins (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        fam = r.get("families", {})
+        famtxt = [f"{fam[f]['net']:+.0f} [{fam[f]['ci'][0]:+.0f}, {fam[f]['ci'][1]:+.0f}] ({fam[f]['reference_net']:+.0f})"
+                  if f in fam else "—" for f in ("alpaca", "phi-2")]
+        deg = r.get("degradations")
+        degtxt = (", ".join(f"{k} {100 * v:.0f}%" for k, v in deg.items()) if deg else "—")
+        lines.append(f"| {r['name']} | {r['train_pairs']} | {100 * r['cv']['agreement']:.1f} | "
+                     f"{100 * r['cv']['length_balanced']:.1f} | {_pct(r['dev']['agreement'])} | "
+                     f"{_pct(r['dev']['length_balanced'])} | {_pct(r['dev_heldout_instructions']['agreement'])} | "
+                     f"{_pct(r['dev_heldout_instructions']['length_balanced'])} | {famtxt[0]} | {famtxt[1]} | {degtxt} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    pf = sub.add_parser("prefetch", help="extract and store the features of every answer the study uses")
+    pf.add_argument("--part", default="0/1", help="K/N: this process takes every N-th answer from K")
+    pf.add_argument("--model", default="smollm2-135m-instruct")
+    pf.add_argument("--layers", type=int, nargs="+", default=[3, 6, 9, 12])
+    pf.add_argument("--max-answer-tokens", type=int, default=160)
+    pf.add_argument("--batch-size", type=int, default=8)
+    pf.add_argument("--threads", type=int, default=1)
+    pf.add_argument("--hh", action="store_true", help="the HH-RLHF harmlessness answers instead")
+    va = sub.add_parser("variants", help="heads on the stored features: CV, held-out, family, degradation figures")
+    va.add_argument("--model", default="smollm2-135m-instruct")
+    va.add_argument("--layers", type=int, nargs="+", default=[3, 6, 9, 12])
+    va.add_argument("--max-answer-tokens", type=int, default=160)
+    va.add_argument("--out", default="reports/scorer")
+    args = ap.parse_args(argv)
+    {"prefetch": prefetch, "variants": variants}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
