@@ -119,6 +119,12 @@ def test_select_positions_and_bad_config(tiny_dir, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown task"):
         run_compare(CompareConfig(base=f"pretrained={tiny_dir('llama')}", tasks=["alignez_embeded"], judge="hf:x",
                                   name="x", work_dir=tmp_path / "w"))
+    # a bad judge spec fails when the config is built: before any model loads or generates
+    for bad in ("hf", "hf:x,mode=bogus", "nobackend:x"):
+        with pytest.raises(ConfigError):
+            CompareConfig(base="pretrained=x", tasks=["alignez_embedded"], judge=bad, name="x",
+                          work_dir=tmp_path / "bad-judge")
+    assert not (tmp_path / "bad-judge").exists()
 
 
 def test_a_truncated_cached_output_of_each_kind_is_recomputed(tiny_dir, tmp_path: Path,

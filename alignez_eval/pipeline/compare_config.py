@@ -14,6 +14,7 @@ from typing import Any
 
 from alignez_eval.errors import ConfigError
 from alignez_eval.judge.agreement import is_agreement_file, load_reference
+from alignez_eval.judge.spec import parse_judge_spec
 from alignez_eval.pipeline import parts
 from alignez_eval.pipeline.user_tasks import normalize_include_path
 
@@ -61,6 +62,7 @@ class CompareConfig:
             raise ConfigError(f"limit mode {self.limit_mode!r}: use spread or first")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be a positive number of prompts, got {self.limit}")
+        parse_judge_spec(self.judge)  # a bad --judge fails here, not after minutes of generation
         self.edit = parts.check_edit_settings(self.edit)  # the inference-time names parts.py derives
         self.fit = {k: v for k, v in self.fit.items() if v is not None}
         self.include_path = normalize_include_path(self.include_path)
