@@ -35,7 +35,7 @@ def normalize_include_path(paths: Iterable[str | Path] | str | Path | None) -> t
                               "your task YAMLs (as with lm_eval --include_path)")
         if not any(f.suffix in YAML_SUFFIXES for f in d.rglob("*")):
             raise ConfigError(f"--include_path {str(p)!r} holds no .yaml task file; write one task YAML per "
-                              "variant there (see README, 'Your own prompt sets')")
+                              "variant there (see docs/compare-sweeps-data-parallel.md, 'Your own prompt sets')")
         resolved = str(d.resolve())
         if resolved not in out:
             out.append(resolved)
