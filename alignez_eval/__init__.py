@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from alignez_eval.package import __version__, tasks_path
 
 __all__ = ["__version__", "apply_edit", "fit", "tasks_path"]
-
-
-def tasks_path() -> str:
-    """Directory holding the packaged lm-eval task YAMLs: pass it as `lm_eval --include_path`.
-
-    `alignez_eval/tasks` links to the repository's top-level `tasks/`; a wheel carries the files
-    themselves there. A checkout without symlink support falls back to the top-level directory.
-    """
-    from pathlib import Path
-
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "tasks", here.parent / "tasks"):
-        if candidate.is_dir() and next(candidate.rglob("*.yaml"), None) is not None:
-            return str(candidate.resolve())
-    from alignez_eval.errors import ConfigError
-
-    raise ConfigError(f"no task YAMLs found under {here / 'tasks'}; reinstall alignez-eval "
-                      "(`pip install --force-reinstall alignez-eval`) or restore the tasks/ directory")
 
 
 def __getattr__(name: str):  # PEP 562: `alignez_eval.fit(...)` without importing torch up front

@@ -33,6 +33,7 @@ def disabled() -> bool:
 
 def register_lazy() -> None:
     """Register alignez-hf as a lazy placeholder (no-op if it is already there)."""
+    # lazy: runs at every interpreter start-up: must not import lm-eval until asked
     from lm_eval.api.registry import model_registry
 
     if MODEL_NAME not in model_registry:

@@ -9,10 +9,12 @@
 
 Without `with`: `handle = apply_edit(model, edit, positions="all")`, then `handle.remove()`.
 
-The hooks are alignez-hf's (editing/hooks.py `edit_session`), installed for each call of
-`model.generate` or `model(...)` and removed after it, so between calls the model carries no hook.
-`generate` edits as alignez-hf's generation does (left-padded prompts; positions as in the
-paper). A forward outside `generate` is read as a prompt: `last` edits each row's last real token
+Every call goes through alignez-hf's edit engine (editing/edited_model.py `EditedModel`): its hooks
+are installed for each call of `model.generate` or `model(...)` and removed after it, so between
+calls the model carries no hook. `generate` edits as alignez-hf's generation does (left-padded
+prompts; positions as in the paper), and with `layers=auto` or a direction gate it reuses the q̂
+pre-pass's prompt KV cache where that is exact (`handle.reuse_prompt_cache = False` turns that
+off). A forward outside `generate` is read as a prompt: `last` edits each row's last real token
 (by the attention mask), `all` every real token, `generated` nothing. `layers=auto` and the
 direction gate choose per row from an unedited pre-pass over the prompt, as alignez-hf does.
 """
@@ -29,14 +31,9 @@ import torch
 
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.editing.config import EditConfig
-from alignez_eval.editing.gates import RowGates, capture_query_states, one_token_generate, query_gates
-from alignez_eval.editing.hooks import edit_session
+from alignez_eval.editing.edited_model import CACHE_KWARGS, EditedModel
 from alignez_eval.editing.plan import EditPlan, prepare_plan
-from alignez_eval.editing.positions import GenerationPositions, SpanPositions
 from alignez_eval.errors import ConfigError
-
-# generate's own cache arguments: the q̂ pre-pass must not write into a cache the caller owns
-_CACHE_KWARGS = ("past_key_values", "cache")
 
 
 def apply_edit(model: torch.nn.Module, edit: Edit | str | os.PathLike[str], *, layers_path: str | None = None,
@@ -64,7 +61,8 @@ class EditHandle:
             raise ConfigError("this model already has an edit applied; remove() it before applying another")
         self.model = model
         self.plan = plan
-        self.last_chosen_layers: list[list[int]] = []  # per row, from the last call with a pre-pass
+        self.edited = EditedModel(model, plan)
+        self.reuse_prompt_cache = True  # generate starts from the q̂ pre-pass's prompt cache where exact
         self._in_generate = False
         # accelerate (device_map, offloading) may already have put its own `forward` on the instance
         self._saved = {name: model.__dict__[name] for name in ("forward", "generate") if name in model.__dict__}
@@ -85,6 +83,11 @@ class EditHandle:
                 self.model.__dict__.pop(name, None)
         self._removed = True
 
+    @property
+    def last_chosen_layers(self) -> list[list[int]]:
+        """Per row, from the last call with a pre-pass: the layers it edited."""
+        return self.edited.last_chosen_layers
+
     def __enter__(self) -> EditHandle:
         return self
 
@@ -96,26 +99,21 @@ class EditHandle:
     def _edited_generate(self, *args: Any, **kwargs: Any) -> Any:
         self._in_generate = True  # generate's own forwards are edited by this session, not per call
         try:
-            gates = None
+            ids = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
             if self.plan.needs_query_states:
-                gates = self._generate_gates(args, kwargs)
-            with edit_session(self.model, self.plan, GenerationPositions(self.plan.config.positions), gates):
-                return self._generate(*args, **kwargs)
+                if not isinstance(ids, torch.Tensor):
+                    raise ConfigError("layers=auto and the direction gate read each prompt: pass input_ids to generate")
+                if any(kwargs.get(k) is not None for k in CACHE_KWARGS):
+                    raise ConfigError("layers=auto and the direction gate run a pre-pass over the prompt, which "
+                                      "would write into the cache passed to generate; pass explicit layers and "
+                                      "gate=none")
+            pad = kwargs.get("pad_token_id",
+                             getattr(getattr(self.model, "generation_config", None), "pad_token_id", None))
+            return self.edited.generate(lambda extra: self._generate(*args, **kwargs, **extra), ids,
+                                        kwargs.get("attention_mask"), kwargs, prefill_generate=self._generate,
+                                        pad_token_id=pad, reuse_prompt_cache=self.reuse_prompt_cache)
         finally:
             self._in_generate = False
-
-    def _generate_gates(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RowGates:
-        """q̂ from the prefill of an unedited 1-token greedy generate: exactly generate's own prefill
-        (position ids from the attention mask); with left padding each query ends at position −1."""
-        ids = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
-        if not isinstance(ids, torch.Tensor):
-            raise ConfigError("layers=auto and the direction gate read each prompt: pass input_ids to generate")
-        if any(kwargs.get(k) is not None for k in _CACHE_KWARGS):
-            raise ConfigError("layers=auto and the direction gate run a pre-pass over the prompt, which would "
-                              "write into the cache passed to generate; pass explicit layers and gate=none")
-        pad = kwargs.get("pad_token_id", getattr(getattr(self.model, "generation_config", None), "pad_token_id", None))
-        return self._gates(lambda: one_token_generate(self._generate, ids, kwargs.get("attention_mask"), pad),
-                           torch.full((ids.shape[0],), ids.shape[1] - 1, device=ids.device))
 
     # ---- a forward outside generate ------------------------------------------------------------
     def _edited_forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -131,16 +129,8 @@ class EditHandle:
         last = torch.where(real, cols, -1).amax(dim=1)  # each row's last real token
         first = torch.where(real, cols, shape[1]).amin(dim=1)
         starts = last if self.plan.config.positions == "last" else first
-        gates = None
-        if self.plan.needs_query_states:
-            if any(kwargs.get(k) is not None for k in _CACHE_KWARGS):
-                raise ConfigError("layers=auto and the direction gate need the whole prompt in one forward; "
-                                  "call generate, or pass explicit layers and gate=none")
-            gates = self._gates(lambda: self._forward(*args, **kwargs), last)
-        with edit_session(self.model, self.plan, SpanPositions(starts, last + 1), gates):
-            return self._forward(*args, **kwargs)
-
-    def _gates(self, run: Callable[[], Any], qpos: torch.Tensor) -> RowGates:
-        gates = query_gates(self.plan, capture_query_states(self.model, self.plan, run, qpos))
-        self.last_chosen_layers = gates.chosen
-        return gates
+        if self.plan.needs_query_states and any(kwargs.get(k) is not None for k in CACHE_KWARGS):
+            raise ConfigError("layers=auto and the direction gate need the whole prompt in one forward; "
+                              "call generate, or pass explicit layers and gate=none")
+        run = lambda: self._forward(*args, **kwargs)  # noqa: E731 — the same call edited and, first, as the pre-pass
+        return self.edited.call(run, starts, last + 1, last, prepass=run)

@@ -1,5 +1,9 @@
 """Atomic writes: every cache entry, artifact, sidecar and report goes through here, so a run
-killed at any moment leaves either the old file (or directory) or the new one, never half of one."""
+killed at any moment leaves either the old file (or directory) or the new one, never half of one.
+
+Everything is published with the modes of a model directory (`file_mode()`/`dir_mode()`: what
+open() and `mkdir` would give under the umask, not mkstemp's private 0600 / mkdtemp's 0700), so a
+work directory shared by a group stays readable by all of it."""
 
 from __future__ import annotations
 
@@ -23,16 +27,27 @@ def umask() -> int:
     return mask
 
 
+def file_mode() -> int:
+    """The mode a published file gets: what open() would make under the umask."""
+    return 0o666 & ~umask()
+
+
+def dir_mode() -> int:
+    """The mode a published directory (a model directory, a cached step) gets."""
+    return 0o755 & ~umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int | None = None) -> None:
-    """Write via a temp file in the same directory + fsync + os.replace. The file is private
-    (mkstemp's 0600) unless `mode` is given, e.g. `0o666 & ~umask()` for what open() would make."""
+    """Write via a temp file in the same directory + fsync + os.replace, with `mode` (default
+    `file_mode()`, not mkstemp's private 0600)."""
+    if mode is None:
+        mode = file_mode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            if mode is not None:
-                os.fchmod(fh.fileno(), mode)
+            os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -60,6 +75,7 @@ def atomic_write_safetensors(
     written with its keys in either order: callers that need byte-identical files for equal
     content (artifacts are identified by their file's sha256) keep a single key.
     """
+    # lazy: safetensors.torch pulls torch, 3.5-5.6 s (measured on AMD EPYC, 2 cores)
     from safetensors.torch import save
 
     data = save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=dict(metadata or {}))
@@ -69,7 +85,8 @@ def atomic_write_safetensors(
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike[str], *, prefix: str | None = None, suffix: str = ".partial",
                mode: int | None = None) -> Iterator[Path]:
-    """Yield a temp sibling of `final` to fill; on success it replaces `final` in one rename.
+    """Yield a temp sibling of `final` to fill; on success it replaces `final` in one rename, with
+    `mode` (default `dir_mode()`, not mkdtemp's private 0700).
 
     On any exception the temp directory is removed and `final` is left as it was. Files written
     inside should themselves be flushed (the atomic_write_* helpers fsync); the parent directory
@@ -81,8 +98,7 @@ def atomic_dir(final: str | os.PathLike[str], *, prefix: str | None = None, suff
                                 dir=final.parent))
     try:
         yield tmp
-        if mode is not None:
-            tmp.chmod(mode)
+        tmp.chmod(dir_mode() if mode is None else mode)
         if final.exists():  # a stale or partial directory for the same key: replace it
             shutil.rmtree(final)
         os.replace(tmp, final)

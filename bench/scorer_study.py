@@ -166,10 +166,10 @@ def variants(args: argparse.Namespace) -> None:
     from scipy.special import log_expit
 
     from alignez_eval.atomic import atomic_write_json, atomic_write_text
+    from alignez_eval.bootstrap import bootstrap_indices, percentile_ci
     from alignez_eval.judge.agreement import agreement_figures
     from alignez_eval.judge.check import build_check_items
     from alignez_eval.judge.family import implied_net
-    from alignez_eval.report.bootstrap import bootstrap_indices, percentile_ci
     from alignez_eval.scorer.data import generator_family
     from alignez_eval.scorer.fit import PairData, choose_l2, fit_bt, grouped_folds
     from alignez_eval.scorer.head import answer_length

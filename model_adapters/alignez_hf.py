@@ -12,24 +12,25 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lm_eval.models  # noqa: F401  — fill the registry with the built-ins before adding ours
 import torch
-from lm_eval.api.registry import register_model
+from lm_eval.api.registry import get_model, register_model
 from lm_eval.models.huggingface import HFLM
 
-from alignez_eval import __version__
+from alignez_eval._autoload import MODEL_NAME
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.editing.config import EDIT_SETTINGS, is_none
-from alignez_eval.editing.gates import RowGates, capture_query_states, one_token_generate, query_gates
-from alignez_eval.editing.hooks import edit_session
+from alignez_eval.editing.edited_model import EditedModel
 from alignez_eval.editing.layers import check_no_split_layer_list
 from alignez_eval.editing.plan import EditConfig, EditPlan, prepare_plan
-from alignez_eval.editing.positions import GenerationPositions, SpanPositions, loglikelihood_span
+from alignez_eval.editing.positions import loglikelihood_span
 from alignez_eval.errors import ConfigError
+from alignez_eval.fitting.on_the_fly import fit_for_evaluation
+from alignez_eval.package import __version__
 from alignez_eval.parallel import data_parallel_rank
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,9 @@ def _strip_pad(tokens: Sequence[int]) -> tuple[int, ...]:
     return tuple(tokens[:end])
 
 
-@register_model("alignez-hf")
+@register_model(MODEL_NAME)
 class AlignEZHFLM(HFLM):
     """HFLM + an AlignEZ edit. model_args (all scalars, so lm-eval's comma parser keeps them):
-
     edit        PATH of a saved artifact | none (the unedited baseline through the same code path)
     alpha, layers, n_layers, positions, component, gate
                 the edit settings: EditConfig's fields (alignez_eval/editing/config.py holds their
@@ -75,10 +75,10 @@ class AlignEZHFLM(HFLM):
         # The edit settings given (alpha=…, layers=…); the rest of kwargs goes to HFLM.
         self._edit_settings: dict[str, Any] = {k: kwargs.pop(k) for k in EDIT_SETTINGS if k in kwargs}
         self._edit: Edit | None = None
-        self._plan: EditPlan | None = None
+        self._edited: EditedModel | None = None  # the edit engine for the current plan
         self._ll_rows: dict[tuple[int, ...], tuple[int, int]] = {}
         # Generation with a q̂ pre-pass (layers=auto or a gate) reuses its prompt KV cache (see
-        # _gates_and_prompt_cache); off, generate runs its own full prefill after the pre-pass.
+        # EditedModel.generate); off, generate runs its own full prefill after the pre-pass.
         self.reuse_prompt_cache = True
         # bad settings (alpha=abc) fail here, before minutes of weight loading
         EditConfig.from_mapping(self._edit_settings)
@@ -86,8 +86,6 @@ class AlignEZHFLM(HFLM):
         self._rank, self._world_size = data_parallel_rank(getattr(self, "accelerator", None), self._rank,
                                                           self._world_size)
         self.layers_path = layers_path
-        self.last_chosen_layers: list[list[int]] = []
-        self.layer_usage: Counter[int] = Counter()
         if edit is _KEEP and fit is None:
             logger.warning("alignez-hf without edit=: running unedited (pass edit=PATH, or edit=none to silence)")
             edit = None
@@ -115,21 +113,31 @@ class AlignEZHFLM(HFLM):
             raise ConfigError(f"alignez-hf edits decoder-only models; this one loads as {self.backend}. "
                               "Use edit=none, or --model hf")
         self._config = config
-        self._plan = None if self._edit is None else prepare_plan(self._edit, config, self.model, self.layers_path)
-        self.last_chosen_layers = []
-        self.layer_usage = Counter()
-        if self._plan is not None:
-            logger.info("alignez-hf edit: %s", {k: v for k, v in self._plan.describe().items() if k != "edit"})
+        plan = None if self._edit is None else prepare_plan(self._edit, config, self.model, self.layers_path)
+        # a new engine per plan: chosen layers and layer usage start afresh with every set_edit
+        self._edited = None if plan is None else EditedModel(self.model, plan, autocast=self._autocast)
+        if plan is not None:
+            logger.info("alignez-hf edit: %s", {k: v for k, v in plan.describe().items() if k != "edit"})
 
     @property
     def edit_plan(self) -> EditPlan | None:
-        return self._plan
+        return self._edited.plan if self._edited is not None else None
+
+    @property
+    def last_chosen_layers(self) -> list[list[int]]:
+        """Per row of the last call with a q̂ pre-pass: the layers it edited."""
+        return self._edited.last_chosen_layers if self._edited is not None else []
+
+    @property
+    def layer_usage(self) -> Counter[int]:
+        """How often each layer was chosen (layers=auto) since the last set_edit."""
+        return self._edited.layer_usage if self._edited is not None else Counter()
 
     def edit_info(self) -> dict[str, Any]:
         """What goes into lm-eval's results `config` (via get_model_info)."""
-        if self._plan is None:
+        if self.edit_plan is None:
             return {"edit": "none", "positions": self._config.positions, "alignez_eval_version": __version__}
-        info = self._plan.describe()
+        info = self.edit_plan.describe()
         info["alignez_eval_version"] = __version__
         if self.layer_usage:
             info["auto_layer_usage"] = {str(k): v for k, v in sorted(self.layer_usage.items())}
@@ -138,15 +146,13 @@ class AlignEZHFLM(HFLM):
     def get_model_info(self) -> dict:
         info = super().get_model_info()
         info["alignez_edit"] = self.edit_info()
-        info["alignez_edit_sha256"] = self._plan.edit.sha256 if self._plan is not None else None
+        info["alignez_edit_sha256"] = self.edit_plan.edit.sha256 if self.edit_plan is not None else None
         return info
 
     # ---- the fit seam ------------------------------------------------------------------------
     def _fit_edit(self, requests: list[Any]) -> Edit:
         """Fit an edit on the fly (`fit=self` — the evaluation's own prompts — or `fit=QUERIES.jsonl|TASK`),
         with `fit_*` model_args as settings; cached by (model, queries, settings)."""
-        from alignez_eval.fitting.on_the_fly import fit_for_evaluation
-
         return fit_for_evaluation(self.model, self.tokenizer, self._fit_spec, self._fit_args, requests,
                                   rank=self.rank, world_size=self.world_size,
                                   accelerator=getattr(self, "accelerator", None))
@@ -177,7 +183,7 @@ class AlignEZHFLM(HFLM):
     def _loglikelihood_tokens(
         self, requests: list[LLRequest], disable_tqdm: bool = False, override_bs: int | None = None
     ) -> list[tuple[float, bool]]:
-        if self._plan is None or self.backend != "causal":
+        if self._edited is None or self.backend != "causal":
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         # Rows are identified inside _model_call by their tokens. Two requests whose rows are the
         # same tokens but split differently into context/continuation edit different positions,
@@ -218,107 +224,40 @@ class AlignEZHFLM(HFLM):
     def _model_call(
         self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        plan = self._plan
-        if plan is None or attn_mask is not None or labels is not None:
+        edited = self._edited
+        if edited is None or attn_mask is not None or labels is not None:
             return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
         inplens, contlens = self._row_splits(inps)
-        spans = [loglikelihood_span(plan.config.positions, i, c) for i, c in zip(inplens, contlens, strict=True)]
+        spans = [loglikelihood_span(edited.plan.config.positions, i, c)
+                 for i, c in zip(inplens, contlens, strict=True)]
         starts = torch.tensor([s for s, _ in spans], device=inps.device)
         ends = torch.tensor([e for _, e in spans], device=inps.device)
-        gates = None
-        if plan.needs_query_states:
-            # q̂ at the last context token, read from an unedited pass over the prompt part only
-            # (the model is causal, so later columns cannot change it).
-            qpos = torch.tensor([i - c for i, c in zip(inplens, contlens, strict=True)], device=inps.device)
-            width = int(qpos.max()) + 1
-            base_call = super()._model_call
-            gates = self._gates(plan, lambda: base_call(inps[:, :width]), qpos)
-        with edit_session(self.model, plan, SpanPositions(starts, ends), gates):
-            return super()._model_call(inps)
+        # q̂ at the last context token, read from an unedited pass over the prompt part only (the
+        # model is causal, so later columns cannot change it)
+        qpos = torch.tensor([i - c for i, c in zip(inplens, contlens, strict=True)], device=inps.device)
+        width = int(qpos.max()) + 1
+        base_call = super()._model_call
+        return edited.call(lambda: base_call(inps), starts, ends, qpos, prepass=lambda: base_call(inps[:, :width]))
 
     # ---- generation --------------------------------------------------------------------------
     def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any) -> torch.Tensor:
-        plan = self._plan
-        if plan is None:
-            return super()._model_generate(context, max_length, stop, **generation_kwargs)
-        gates = None
-        if plan.needs_query_states:
-            attn = generation_kwargs.get("attention_mask")
-            qpos = torch.full((context.shape[0],), context.shape[1] - 1, device=context.device)
-            if self.reuse_prompt_cache and _prompt_cache_applies(plan, context, attn, generation_kwargs):
-                gates, cache = self._gates_and_prompt_cache(plan, context, attn, qpos)
-                if cache is not None:
-                    generation_kwargs[_cache_kwarg(self.model)] = cache
-            else:
-                # with left padding the query's last token is at position -1 of every row
-                def prefill() -> Any:
-                    with self._autocast():
-                        return one_token_generate(self.model.generate, context, attn, self.tokenizer.pad_token_id)
-
-                gates = self._gates(plan, prefill, qpos)
-        with edit_session(self.model, plan, GenerationPositions(plan.config.positions), gates):
-            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        edited = self._edited
+        base_generate = super()._model_generate
+        if edited is None:
+            return base_generate(context, max_length, stop, **generation_kwargs)
+        return edited.generate(lambda extra: base_generate(context, max_length, stop, **generation_kwargs, **extra),
+                               context, generation_kwargs.get("attention_mask"), generation_kwargs,
+                               prefill_generate=self.model.generate, pad_token_id=self.tokenizer.pad_token_id,
+                               reuse_prompt_cache=self.reuse_prompt_cache)
 
     def _autocast(self) -> Any:
         """The mixed-precision context HFLM's own generate runs under, for our pre-passes."""
         return torch.autocast(device_type=self.device.type, dtype=self.mixed_precision_dtype,
                               enabled=self.mixed_precision_dtype is not None)
 
-    def _gates_and_prompt_cache(
-        self, plan: EditPlan, context: torch.Tensor, attn: torch.Tensor, qpos: torch.Tensor
-    ) -> tuple[RowGates, Any]:
-        """q̂ from one unedited pass over the prompt that also keeps its KV cache, cut back by the
-        last token. With positions=last|generated the edit leaves every prompt token but the last
-        unedited, so those keys and values are exactly what the edited generate would compute;
-        generate then starts from the last prompt token, and the q̂ pre-pass costs no extra prefill.
-        Returns cache None (a full prefill follows) when the cache cannot be cut back."""
-        box: dict[str, Any] = {}
-        base = self.model.base_model
-        # As generate derives them: positions count real tokens (left padding), pads get 0.
-        position_ids = (attn.long().cumsum(-1) - 1).masked_fill(attn == 0, 0)
 
-        def prefill() -> None:
-            with self._autocast():
-                out = base(input_ids=context, attention_mask=attn, position_ids=position_ids, use_cache=True)
-            cache = getattr(out, "cache", None)
-            box["cache"] = cache if cache is not None else getattr(out, "past_key_values", None)
-
-        gates = self._gates(plan, prefill, qpos, stop_early=False)
-        cache = box.get("cache")
-        try:
-            cache.crop(-1)
-        except (AttributeError, RuntimeError, ValueError) as exc:
-            # e.g. a sliding-window layer that is already full cannot be rolled back
-            logger.debug("prompt cache not reusable (%s); generate runs its own prefill", exc)
-            return gates, None
-        return gates, cache
-
-    # ---- per-query choices -------------------------------------------------------------------
-    def _gates(self, plan: EditPlan, run: Callable[[], Any], qpos: torch.Tensor, stop_early: bool = True) -> RowGates:
-        states = capture_query_states(self.model, plan, run, qpos, stop_early=stop_early)
-        gates = query_gates(plan, states)
-        self.last_chosen_layers = gates.chosen
-        for row in gates.chosen:
-            self.layer_usage.update(row)
-        logger.debug("alignez-hf chosen layers per row: %s", gates.chosen)
-        return gates
-
-
-def _prompt_cache_applies(plan: EditPlan, context: torch.Tensor, attn: Any, gen_kwargs: dict[str, Any]) -> bool:
-    """Reusing the pre-pass's prompt cache is exact only when the prefill edits at most the last
-    prompt token, and simple only for one sequence per prompt without a cache of the caller's."""
-    return (
-        plan.config.positions in ("last", "generated")
-        and isinstance(attn, torch.Tensor)
-        and context.shape[1] >= 2
-        and int(gen_kwargs.get("num_beams") or 1) == 1
-        and int(gen_kwargs.get("num_return_sequences") or 1) == 1
-        and not any(k in gen_kwargs for k in ("cache", "past_key_values"))
-    )
-
-
-def _cache_kwarg(model: torch.nn.Module) -> str:
-    """transformers 5 renamed generate's `past_key_values` to `cache`; accept either."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+def register() -> type:
+    """Make `alignez-hf` resolvable in this process and return its class. Importing this module
+    registered it (after lm-eval's built-ins, imported above: `get_model` fills the registry only
+    while it is empty, so registering ours into an empty registry would hide `hf` and the rest)."""
+    return get_model(MODEL_NAME)

@@ -23,9 +23,6 @@ BASE_PREAMBLE = "The following is a conversation between a human and an AI assis
 
 EMBEDDED_FILE = Path(__file__).resolve().parent / "data" / "embedded_prompts.jsonl"
 
-# Cut points of just-eval-instruct's task-type tags (Re-Align/just-eval leaderboard/scripts/show_tables.py).
-JUST_EVAL_TASK_TYPES = ("info-seek", "reasoning", "procedure", "writing", "role-play", "coding", "math")
-
 
 # ---------------------------------------------------------------- prompts
 

@@ -177,3 +177,37 @@ def test_a_second_edit_on_the_same_model_is_refused(llama, edits) -> None:
         with pytest.raises(ConfigError, match="already has an edit applied"):
             apply_edit(llama.model, edits["plain"], alpha=2.0)
     assert _untouched(llama.model)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_generate_reuses_the_prompt_cache_of_its_pre_pass(tiny_dir, arch: str) -> None:
+    """With a q̂ pre-pass, apply_edit's generate starts from the pre-pass's prompt cache (one
+    prefill, not two) and gives the tokens and scores of a full prefill. gpt2 is here for its
+    absolute position embeddings: a pre-pass with other position ids than generate's own would
+    show up as other scores."""
+    from tiny import make_model
+
+    model, tok = make_model(arch)
+    tok.padding_side = "left"
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    edit = random_edit(model, k_harm=2, k_help=2, seed=5, gate="paper", n_layers=2, default_layers="auto")
+    lengths: list[int] = []
+    h = model.base_model.register_forward_pre_hook(
+        lambda m, a, kw: lengths.append((kw.get("input_ids") if kw.get("input_ids") is not None else a[0]).shape[1]),
+        with_kwargs=True)
+    out = {}
+    try:
+        for reuse in (False, True):
+            lengths.clear()
+            with torch.no_grad(), apply_edit(model, edit, alpha=4.0) as handle:
+                handle.reuse_prompt_cache = reuse
+                out[reuse] = model.generate(**enc, max_new_tokens=MAX_NEW, do_sample=False, output_scores=True,
+                                            return_dict_in_generate=True, pad_token_id=tok.pad_token_id)
+            out[(reuse, "prefills")] = sum(n > 1 for n in lengths)
+    finally:
+        h.remove()
+    assert torch.equal(out[True].sequences, out[False].sequences)
+    for a, b in zip(out[True].scores, out[False].scores, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert out[(False, "prefills")] == 2 and out[(True, "prefills")] == 1
+    assert active_hook_count(model) == 0

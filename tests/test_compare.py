@@ -119,3 +119,43 @@ def test_select_positions_and_bad_config(tiny_dir, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown task"):
         run_compare(CompareConfig(base=f"pretrained={tiny_dir('llama')}", tasks=["alignez_embeded"], judge="hf:x",
                                   name="x", work_dir=tmp_path / "w"))
+    # a bad judge spec fails when the config is built: before any model loads or generates
+    for bad in ("hf", "hf:x,mode=bogus", "nobackend:x"):
+        with pytest.raises(ConfigError):
+            CompareConfig(base="pretrained=x", tasks=["alignez_embedded"], judge=bad, name="x",
+                          work_dir=tmp_path / "bad-judge")
+    assert not (tmp_path / "bad-judge").exists()
+
+
+def test_a_truncated_cached_output_of_each_kind_is_recomputed(tiny_dir, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """An artifact, a samples file, judgments and a report cut short on disk: the next run does not
+    call them "unchanged", it recomputes exactly those steps (and says so), and ends as the first did."""
+    monkeypatch.setenv("ALIGNEZ_HOME", str(tmp_path / "home"))
+    first = run_compare(_cfg(tiny_dir, tmp_path, ["alignez"]))
+    board = (tmp_path / "reports" / "tiny" / "leaderboard.csv").read_bytes()
+    steps = json.loads((first.cache.root / "manifest.json").read_text())["steps"].values()
+    by_kind = {}
+    for s in steps:
+        by_kind.setdefault(s["kind"], s)
+    victims = {
+        "fit": "edit.safetensors",
+        "gen": "samples_",
+        "judge": ".jsonl",
+        "report": ".json",
+    }
+    cut = {}
+    for kind, marker in victims.items():
+        d = first.cache.root / by_kind[kind]["path"]
+        f = next(p for p in sorted(d.rglob("*")) if p.is_file() and marker in p.name and p.name != "step.json")
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+        cut[kind] = f"{kind}/{by_kind[kind]['name']}"
+    with caplog.at_level("WARNING", logger="alignez_eval.pipeline.steps"):
+        again = run_compare(_cfg(tiny_dir, tmp_path, ["alignez"]))
+    for kind, step in cut.items():
+        assert step in again.cache.ran, (kind, again.cache.ran)
+    assert "does not match its recorded sha256" in caplog.text and "recomputing" in caplog.text
+    assert (tmp_path / "reports" / "tiny" / "leaderboard.csv").read_bytes() == board
+    # the recomputed artifact is the same edit (same sha256), so the steps keyed on it still match
+    log = json.loads((first.cache.root / "manifest.json").read_text())["log"]
+    assert {f"{e['kind']}/{e['name']}" for e in log if e["event"] == "recomputed"} >= set(cut.values())

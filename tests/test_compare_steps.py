@@ -109,3 +109,48 @@ def test_same_inputs_under_another_name_are_found_by_key(tmp_path: Path) -> None
     first = cache.run("gen", "tuned/task", {"model": "m"}, _writer(calls, "x"))
     again = cache.run("gen", "smollm2/task", {"model": "m"}, _writer(calls, "y"))
     assert calls == ["x"] and again.skipped and again.path == first.path
+
+
+def test_a_missing_or_truncated_output_is_recomputed_and_logged(tmp_path: Path, caplog) -> None:
+    cache = StepCache(tmp_path)
+    calls: list[str] = []
+
+    def produce(out: Path) -> dict:
+        calls.append("run")
+        (out / "sub").mkdir()
+        (out / "a.txt").write_text("content of a")
+        (out / "sub" / "b.jsonl").write_text('{"x": 1}\n{"x": 2}\n')
+        return {}
+
+    first = cache.run("gen", "base/task", {"m": 1}, produce)
+    recorded = json.loads((first.path / STEP_FILE).read_text())["outputs"]
+    assert set(recorded) == {"a.txt", "sub/b.jsonl"}
+    assert cache.run("gen", "base/task", {"m": 1}, produce).skipped and calls == ["run"]
+    for damage, why in ((lambda p: p.write_bytes(p.read_bytes()[:5]), "does not match its recorded sha256"),
+                        (lambda p: p.unlink(), "is missing")):
+        for rel in recorded:
+            damage(first.path / rel)
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="alignez_eval.pipeline.steps"):
+                res = cache.run("gen", "base/task", {"m": 1}, produce)
+            assert not res.skipped and res.path == first.path
+            assert f"output {rel} {why}" in caplog.text and "recomputing" in caplog.text
+            assert (res.path / "a.txt").read_text() == "content of a"
+            assert (res.path / "sub" / "b.jsonl").read_text().count("\n") == 2
+    assert len(calls) == 1 + 2 * len(recorded)
+    log = json.loads((tmp_path / "manifest.json").read_text())["log"]
+    recomputed = [e for e in log if e["event"] == "recomputed"]
+    assert len(recomputed) == 4 and all("sha256" in e["reason"] or "missing" in e["reason"] for e in recomputed)
+
+
+def test_published_steps_get_the_modes_of_a_model_directory(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        res = StepCache(tmp_path).run("fit", "x", {"q": 1}, _writer([], "x"))
+    finally:
+        os.umask(umask)
+    assert res.path.stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+    assert (res.path / STEP_FILE).stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "manifest.json").stat().st_mode & 0o777 == 0o644

@@ -11,7 +11,6 @@ from tiny import make_model
 
 import alignez_eval
 from alignez_eval.cli import main as cli_main
-from alignez_eval.editing.activations import save_activations
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.editing.gates import capture_query_states, query_gates
 from alignez_eval.editing.hooks import edit_session
@@ -20,10 +19,11 @@ from alignez_eval.editing.positions import GenerationPositions
 from alignez_eval.errors import ConfigError, DataError
 from alignez_eval.fitting.activations import activation_texts
 from alignez_eval.fitting.cache import model_fingerprint
+from alignez_eval.fitting.capture import save_activations
 from alignez_eval.fitting.outputs import write_outputs
 from alignez_eval.fitting.run import run_fit
 from alignez_eval.fitting.settings import FitSettings
-from alignez_eval.hashing import sha256_json
+from alignez_eval.hashing import sha256_file, sha256_json
 
 QUERIES = [{"id": f"q{i}", "instruction": f"Explain how to do task number {i} step by step."} for i in range(6)]
 FAST = dict(char_tokens=6, answer_tokens=12, gen_batch_size=6, min_pairs=2)
@@ -99,7 +99,9 @@ def test_fit_end_to_end_and_the_artifact_edits_generation(tiny, tmp_path, method
     fit_meta = meta.fit
     assert sorted(fit_meta["probe_ranking"]) == [0, 1, 2, 3]
     assert fit_meta["counts"]["pairs"] == 6 and fit_meta["settings"]["method"] == method
-    assert set(fit_meta["timings"]) >= {"generate_characteristics", "generate_answers", "activations", "total"}
+    assert "timings" not in fit_meta and "pairs_resumed" not in fit_meta["counts"]  # run facts sit beside it
+    assert set(result.report["fit"]["timings"]) >= {"generate_characteristics", "generate_answers", "activations",
+                                                    "total"}
     assert fit_meta["data_hash"] and fit_meta["package_version"] == alignez_eval.__version__
     for i, le in edit.layers.items():
         assert {"probe_acc", "mean_cos_help_harm", "n_pairs"} <= set(le.stats)
@@ -159,6 +161,30 @@ def test_second_run_is_a_cache_hit_and_methods_share_the_generation(tiny, tmp_pa
     # a different model (another random init) is a different key
     other, _ = make_model("llama", seed=1)
     assert model_fingerprint(other) != model_fingerprint(model)
+
+
+def test_equal_fits_give_one_artifact_sha256(tiny, tmp_path):
+    """An artifact's identity is its content and settings: not the wall time, not whether its pairs
+    were generated now or read back from an interrupted run."""
+    import shutil
+
+    model, tok = tiny
+    s = FitSettings(**FAST)
+    fresh = run_fit(model, tok, QUERIES, s, cache_dir=None, progress=False)
+    cached = run_fit(model, tok, QUERIES, s, cache_dir=tmp_path / "c", progress=False)
+    shutil.rmtree(tmp_path / "c" / "fits")  # the finished fit goes; its pairs and activations stay
+    resumed = run_fit(model, tok, QUERIES, s, cache_dir=tmp_path / "c", progress=False)
+    assert resumed.report["fit"]["counts"]["pairs_resumed"] == len(QUERIES)
+    assert fresh.report["fit"]["counts"]["pairs_resumed"] == 0
+    assert fresh.report["fit"]["timings"] != resumed.report["fit"]["timings"]
+    for name, r in (("fresh", fresh), ("cached", cached), ("resumed", resumed)):
+        write_outputs(r, tmp_path / f"{name}.safetensors")
+    shas = {sha256_file(tmp_path / f"{name}.safetensors") for name in ("fresh", "cached", "resumed")}
+    assert len(shas) == 1, shas
+    # … and a different setting is a different artifact
+    other = run_fit(model, tok, QUERIES, s.replace(energy=0.5), cache_dir=tmp_path / "c", progress=False)
+    write_outputs(other, tmp_path / "other.safetensors")
+    assert other.edit.sha256 not in shas
 
 
 # ---- planted activations: filter counts, min_pairs, recovery --------------------------------
@@ -251,7 +277,7 @@ def test_settings_from_strings():
     assert FitSettings(gate="flipped").effective_gate == "flipped"
     with pytest.raises(ConfigError, match="unknown method 'v3'"):
         FitSettings(method="v3")
-    with pytest.raises(ConfigError, match="unknown fit setting 'alpha'"):
+    with pytest.raises(ConfigError, match=r"unknown fit setting\(s\) alpha; the settings are "):
         FitSettings.from_mapping({"alpha": "1"})
     with pytest.raises(ConfigError, match="energy"):
         FitSettings(energy=1.5)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from tiny import make_model
 
-from alignez_eval.editing.activations import capture, last_real_index, load_activations, save_activations
 from alignez_eval.editing.architectures import find_components
 from alignez_eval.errors import DataError
+from alignez_eval.fitting.capture import capture, last_real_index, load_activations, save_activations
 from alignez_eval.selfpref.templates import activation_text
 
 TEXTS = [activation_text("How do I bake bread?", "Mix flour, water, salt and yeast.")[0],

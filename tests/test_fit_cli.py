@@ -13,9 +13,9 @@ import pytest
 
 from alignez_eval.cli import main as cli_main
 from alignez_eval.commands.fit import _settings, configure, setting_flags
-from alignez_eval.editing.activations import READS
-from alignez_eval.editing.subspaces import HARM_BASES
+from alignez_eval.fitting.capture import READS
 from alignez_eval.fitting.settings import HELP_CHOICES, FitSettings
+from alignez_eval.fitting.subspaces import HARM_BASES
 from alignez_eval.sampling import Sampling
 from alignez_eval.selfpref.generate import CHAT_MODES
 

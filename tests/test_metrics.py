@@ -7,8 +7,8 @@ import pytest
 from scipy.optimize import minimize
 
 from alignez_eval.judge.verdicts import candidate_view, pairwise_verdict, single_verdict
+from alignez_eval.metrics import LENGTH_ADJ_RIDGE
 from alignez_eval.report import average_gap, gap_closed, gap_ratio, head_to_head, length_adjusted_win_rate
-from alignez_eval.report.metrics import LENGTH_ADJ_RIDGE
 
 
 def recs(verdicts: str, len_b: list[int] | None = None, len_c: list[int] | None = None,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from alignez_eval.editing.probe import fit_logistic, pair_folds, probe_layer
+from alignez_eval.fitting.probe import fit_logistic, pair_folds, probe_layer
 
 
 def _scipy_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:

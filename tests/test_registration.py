@@ -84,7 +84,7 @@ def test_autoload_then_plain_lm_eval_cli(tiny_dir, tmp_path: Path) -> None:
 
 def test_autoload_switch_and_explicit_register(tmp_path: Path) -> None:
     proc = _py(PROBE + """
-    from alignez_eval.lm_eval_compat import register
+    from model_adapters.alignez_hf import register
     cls = register()
     print(json.dumps([cls.__name__, get_model("hf").__name__, get_model("dummy").__name__]))
     """, cwd=tmp_path, env_extra={_autoload.ENV_DISABLE: "1"})
@@ -148,10 +148,12 @@ def test_wheel_install_autoloads(tmp_path: Path) -> None:
     assert inst.returncode == 0, inst.stderr[-3000:]
     # dependencies (torch, lm_eval, …) from this environment, after the venv's own site-packages
     (site / "zz_alignez_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    out = _last_json(_py(PROBE, cwd=tmp_path, python=str(vpy)))
+    # no PYTHONPATH: a worktree run with PYTHONPATH=$PWD would put the checkout before the wheel
+    out = _last_json(_py(PROBE, cwd=tmp_path, python=str(vpy), env_extra={"PYTHONPATH": ""}))
     assert out["alignez"] == _autoload.MODEL_TARGET and out["hf"] == "HFLM" and out["lazy"]
     assert out["alignez_file"].startswith(str(site))  # the wheel's copy, not the checkout
-    off = _last_json(_py(PROBE, cwd=tmp_path, python=str(vpy), env_extra={_autoload.ENV_DISABLE: "1"}))
+    off = _last_json(_py(PROBE, cwd=tmp_path, python=str(vpy),
+                         env_extra={_autoload.ENV_DISABLE: "1", "PYTHONPATH": ""}))
     assert off["alignez"] == "missing"
 
 

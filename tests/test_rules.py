@@ -135,3 +135,28 @@ def test_fused_cast_is_made_once_per_dtype() -> None:
     a, b = f.cast(x), f.cast(x)
     assert a is b and a.theta_in.dtype == torch.bfloat16 and f.cast(x.float()) is f
     torch.testing.assert_close(a.theta_out.float(), f.theta_out, atol=1e-2, rtol=1e-2)
+
+
+def test_rules_are_objects_with_one_interface():
+    """The plan and the hooks ask a rule object (no string tests): its delta is the rule's formula,
+    only alignez has a fused form and takes gates, only add needs a shift and no directions."""
+    from alignez_eval.errors import ArtifactError
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(8, 4, dtype=torch.float64))
+    harm, help_, steer = q.T[:2], q.T[2:4], torch.randn(8, dtype=torch.float64)
+    expect = {"alignez": rules.alignez_delta(x, harm, help_, 1.5), "projection": rules.projection_delta(x, harm, help_, 1.5),
+              "add": rules.add_delta(x, steer, 1.5)}
+    assert set(rules.RULES) == set(expect)
+    for name, want in expect.items():
+        rule = rules.get_rule(name)
+        assert rule.name == name
+        torch.testing.assert_close(rule.delta(x, harm, help_, steer, 1.5), want)
+        assert (rule.fuse(harm, help_, 1.5) is not None) == (name == "alignez") == rule.gated
+        assert rule.needs_steer == (name == "add") == (not rule.uses_directions)
+    fused = rules.get_rule("alignez").fuse(harm, help_, 1.5)
+    x2 = x.reshape(-1, 8)
+    torch.testing.assert_close(x2 + fused.delta_coeffs(x2) @ fused.theta_out, x2 + expect["alignez"].reshape(-1, 8))
+    with pytest.raises(ArtifactError, match="unknown edit rule 'shift'"):
+        rules.get_rule("shift")

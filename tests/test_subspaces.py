@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alignez_eval.editing import rules
-from alignez_eval.editing.subspaces import (
+from alignez_eval.fitting.subspaces import (
     caa_steer,
     cosine_keep,
     energy_rank,

@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
     from alignez_eval.atomic import atomic_write_text
     from alignez_eval.judge.alpaca_eval import alpaca_eval_rows
     from alignez_eval.judge.runs import load_run
-    from alignez_eval.report.shareable import shareable_text
+    from alignez_eval.shareable import shareable_text
 
     run = load_run(args.run)
     # lm-eval names the run directory after `pretrained`, so an embedded model's home path would

@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from alignez_eval import __version__
+    from alignez_eval.package import __version__
     from alignez_eval.report import write_report
 
     name = args.name or args.judgments[0].resolve().name

@@ -8,7 +8,7 @@ import sys
 
 from alignez_eval.editing.layers import SYNTAX
 from alignez_eval.errors import ConfigError
-from alignez_eval.lm_eval_compat import add_tasks_dir, cli_evaluate, split_top_level
+from alignez_eval.lm_eval_compat import add_tasks_dir, cli_evaluate, split_top_level, tasks_dir
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ def build_argv(argv: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> int:
     check_model_args(argv)
-    from alignez_eval.lm_eval_compat import register, tasks_dir
+    # here, not at the top: the adapter imports torch and lm-eval (seconds), which `alignez-eval
+    # --help` and every other command would otherwise pay
+    from model_adapters.alignez_hf import register
 
     register()
     ours = tasks_dir()

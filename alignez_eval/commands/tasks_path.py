@@ -13,7 +13,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from alignez_eval import tasks_path
+    from alignez_eval.package import tasks_path
 
     print(tasks_path())
     return 0

@@ -28,12 +28,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from alignez_eval import __version__
 from alignez_eval.atomic import atomic_write_safetensors
 from alignez_eval.editing.config import COMPONENTS, GATES
-from alignez_eval.editing.rules import RULES
+from alignez_eval.editing.rules import RULES, get_rule
 from alignez_eval.errors import ArtifactError
 from alignez_eval.hashing import sha256_file, sha256_tensors
+from alignez_eval.package import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class EditMeta:
     # "help": Θ_help rows point towards helpful (⟨mean(H_help − H_harm), θ⟩ > 0) and Θ_harm rows towards
     # harmful; query gates are evaluated on the helpful-oriented sign of every direction (−θ for harm).
     orientation: str = "help"
-    fit: dict[str, Any] = field(default_factory=dict)  # data hash, settings, counts, timings
+    fit: dict[str, Any] = field(default_factory=dict)  # data hash, settings, counts (no timings)
     package_version: str = __version__
     format_version: int = FORMAT_VERSION
 
@@ -135,7 +135,7 @@ class Edit:
                     f"{self._name()}: layer.{i}.steer has shape {tuple(le.steer.shape)}, "
                     f"expected ({self.meta.hidden_size},); {fix}"
                 )
-            if self.meta.rule == "add":
+            if not get_rule(self.meta.rule).uses_directions:
                 continue  # the shift alone is applied; Θ rows are not used
             for name, t in (("harm", le.harm), ("help", le.help)):
                 if not t.shape[0]:

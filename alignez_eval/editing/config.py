@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from alignez_eval.editing.layers import SYNTAX, format_layers, parse_layers, resolve_probe
 from alignez_eval.errors import ConfigError
+from alignez_eval.settings import Settings, setting
 
 POSITIONS = ("last", "all", "generated")
 COMPONENTS = ("mlp", "block")
@@ -29,78 +30,6 @@ ARTIFACT = "artifact"
 # Deeper than any model: the syntax check of a layer spec runs without a model, so only the
 # syntax can fail there; the range is checked against the model in prepare_plan.
 _SYNTAX_DEPTH = 1 << 16
-
-
-@dataclass(frozen=True)
-class EditConfig:
-    """User-facing settings. `None` means "what the artifact says"."""
-
-    alpha: float = field(default=1.0, metadata={"help": "boost scale α of the helpful directions"})
-    layers: str | None = field(default=None, metadata={"help": f"edited layers: {SYNTAX.removeprefix('layers=')}"})
-    n_layers: int | None = field(default=None, metadata={"help": "top-n layers per query for layers=auto"})
-    positions: str = field(default="last", metadata={"help": "which positions are edited", "choices": POSITIONS})
-    component: str | None = field(default=None, metadata={
-        "help": "where the edit applies (must match the artifact's)", "choices": COMPONENTS})
-    gate: str | None = field(default=None, metadata={
-        "help": "query-conditional direction filter", "choices": GATES})
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.alpha, numbers.Real) or isinstance(self.alpha, bool) or not math.isfinite(self.alpha):
-            raise ConfigError(f"alpha={self.alpha!r} must be a finite number (e.g. alpha=1.0)")
-        object.__setattr__(self, "layers", _layer_spec(self.layers))
-        if self.n_layers is not None and (
-            not isinstance(self.n_layers, int) or isinstance(self.n_layers, bool) or self.n_layers < 1
-        ):
-            raise ConfigError(f"n_layers={self.n_layers!r} must be a positive integer (e.g. n_layers=3)")
-        for name in ("positions", "component", "gate"):
-            value, choices = getattr(self, name), setting_choices(name) or ()
-            if (value is not None or name == "positions") and value not in choices:
-                raise ConfigError(f"{name}={value!r}; choose one of {'|'.join(choices)}")
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> EditConfig:
-        """A checked config from loosely typed settings (strings, numbers, None); an absent setting
-        takes its default. Strings are read as lm-eval's parser would hand them over: "1.5" is a
-        number, "none" means the artifact's value — except `gate`, where none is a gate of its own
-        (no filter) and `gate=artifact` asks for the artifact's."""
-        unknown = sorted(set(mapping) - set(EDIT_SETTINGS))
-        if unknown:
-            raise ConfigError(f"unknown edit setting(s) {', '.join(unknown)}; the settings are "
-                              f"{', '.join(EDIT_SETTINGS)}")
-        return cls(**{name: _COERCE[name](value) for name, value in mapping.items()})
-
-
-EDIT_SETTINGS: tuple[str, ...] = EditConfig.names()
-
-
-def setting_help(name: str) -> str:
-    return str(_field(name).metadata["help"])
-
-
-def setting_choices(name: str) -> tuple[str, ...] | None:
-    return _field(name).metadata.get("choices")
-
-
-def _field(name: str) -> Any:
-    return next(f for f in fields(EditConfig) if f.name == name)
-
-
-def _layer_spec(value: Any) -> str | None:
-    """A layer spec checked for syntax, as the string lm-eval keeps intact (3 → "3", [3, 5] → "3;5")."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        # probe:K is resolved against the artifact's ranking later; a one-layer stand-in checks K
-        parse_layers(resolve_probe(value, (0,), (0,)), _SYNTAX_DEPTH)
-        return value
-    parse_layers(value, _SYNTAX_DEPTH)  # names the problem for bools, fractions, mixed lists
-    if isinstance(value, numbers.Real):
-        return str(int(value))
-    return format_layers(int(i) for i in value)
 
 
 def is_none(value: Any) -> bool:
@@ -149,7 +78,66 @@ def _gate(value: Any) -> Any:
     return "none" if is_none(value) else _word(value)
 
 
-_COERCE: dict[str, Callable[[Any], Any]] = {
-    "alpha": _alpha, "layers": _layers, "n_layers": _n_layers, "positions": _word,
-    "component": _component, "gate": _gate,
-}
+
+@dataclass(frozen=True)
+class EditConfig(Settings):
+    """User-facing settings. `None` means "what the artifact says". Read from loose values by
+    `Settings.from_mapping`, each field through its own coercer below."""
+
+    KIND: ClassVar[str] = "edit"
+
+    alpha: float = setting(1.0, "boost scale α of the helpful directions", coerce=_alpha)
+    layers: str | None = setting(None, f"edited layers: {SYNTAX.removeprefix('layers=')}", coerce=_layers)
+    n_layers: int | None = setting(None, "top-n layers per query for layers=auto", coerce=_n_layers)
+    positions: str = setting("last", "which positions are edited", choices=POSITIONS, coerce=_word)
+    component: str | None = setting(None, "where the edit applies (must match the artifact's)",
+                                    choices=COMPONENTS, coerce=_component)
+    gate: str | None = setting(None, "query-conditional direction filter", choices=GATES, coerce=_gate)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.alpha, numbers.Real) or isinstance(self.alpha, bool) or not math.isfinite(self.alpha):
+            raise ConfigError(f"alpha={self.alpha!r} must be a finite number (e.g. alpha=1.0)")
+        object.__setattr__(self, "layers", _layer_spec(self.layers))
+        if self.n_layers is not None and (
+            not isinstance(self.n_layers, int) or isinstance(self.n_layers, bool) or self.n_layers < 1
+        ):
+            raise ConfigError(f"n_layers={self.n_layers!r} must be a positive integer (e.g. n_layers=3)")
+        for name in ("positions", "component", "gate"):
+            value, choices = getattr(self, name), self.choices_of(name) or ()
+            if (value is not None or name == "positions") and value not in choices:
+                raise ConfigError(f"{name}={value!r}; choose one of {'|'.join(choices)}")
+
+    # from_mapping (Settings) reads strings as lm-eval's parser hands them over: "1.5" is a number,
+    # "none" means the artifact's value — except `gate`, where none is a gate of its own (no
+    # filter) and `gate=artifact` asks for the artifact's.
+
+
+EDIT_SETTINGS: tuple[str, ...] = EditConfig.names()
+
+
+def setting_help(name: str) -> str:
+    return EditConfig.help_of(name)
+
+
+def setting_choices(name: str) -> tuple[str, ...] | None:
+    return EditConfig.choices_of(name)
+
+
+# each setting's reader, as its field declares it
+_COERCE: dict[str, Callable[[Any], Any]] = {name: EditConfig.meta(name)["coerce"] for name in EDIT_SETTINGS}
+
+
+def _layer_spec(value: Any) -> str | None:
+    """A layer spec checked for syntax, as the string lm-eval keeps intact (3 → "3", [3, 5] → "3;5")."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        # probe:K is resolved against the artifact's ranking later; a one-layer stand-in checks K
+        parse_layers(resolve_probe(value, (0,), (0,)), _SYNTAX_DEPTH)
+        return value
+    parse_layers(value, _SYNTAX_DEPTH)  # names the problem for bools, fractions, mixed lists
+    if isinstance(value, numbers.Real):
+        return str(int(value))
+    return format_layers(int(i) for i in value)
+
+

@@ -81,11 +81,13 @@ def query_gates(plan: EditPlan, query_states: dict[int, torch.Tensor]) -> RowGat
 
 
 def one_token_generate(generate: Callable[..., Any], input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                       pad_token_id: int | None) -> Any:
+                       pad_token_id: int | None, keep_cache: bool = False) -> Any:
     """An unedited greedy 1-token `generate`, run for `capture_query_states`: its prefill is exactly
-    the edited generate's own (the same position ids from the attention mask)."""
+    the edited generate's own (the same position ids from the attention mask). `keep_cache` returns
+    generate's output object, whose cache holds the prompt's keys and values."""
+    extra = {"return_dict_in_generate": True} if keep_cache else {}
     return generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=1, do_sample=False,
-                    pad_token_id=pad_token_id, use_cache=True, temperature=None, top_p=None, top_k=None)
+                    pad_token_id=pad_token_id, use_cache=True, temperature=None, top_p=None, top_k=None, **extra)
 
 
 class _PrepassDone(Exception):

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from alignez_eval.editing import rules
 from alignez_eval.editing.architectures import find_components
 from alignez_eval.editing.gates import RowGates
 from alignez_eval.editing.outputs import hidden_of, with_hidden
@@ -37,14 +36,11 @@ def _rows(t: torch.Tensor | None, batch: int) -> torch.Tensor | None:
 def layer_delta(
     plan: EditPlan, layer: int, x: torch.Tensor, gates: RowGates | None
 ) -> torch.Tensor:
-    """The projection or additive rule's delta for x (B, T, d) at one layer; a row the gates leave
-    off this layer (layers=auto) gets none. The alignez rule never comes here: `prepare_plan` fuses
-    every layer it may edit, so its hooks take `_make_fused_hook`."""
+    """The plan's rule's delta for x (B, T, d) at one layer; a row the gates leave off this layer
+    (layers=auto) gets none. A layer with a fused form (`plan.fused`, the alignez rule) never comes
+    here: its hook is `_make_fused_hook`."""
     batch = x.shape[0]
-    if plan.rule == "projection":
-        delta = rules.projection_delta(x, plan.harm[layer], plan.help[layer], plan.config.alpha)
-    else:
-        delta = rules.add_delta(x, plan.steer[layer], plan.config.alpha)
+    delta = plan.rule.delta(x, plan.harm[layer], plan.help[layer], plan.steer.get(layer), plan.config.alpha)
     if gates is not None:
         on = _rows(gates.active[layer], batch).to(device=x.device, dtype=x.dtype)
         delta = delta * on[:, None, None]
@@ -145,7 +141,7 @@ def _make_fused_hook(
 def _make_hook(
     plan: EditPlan, layer: int, rule: PositionRule, state: ForwardState, gates: RowGates | None
 ) -> Callable[..., Any]:
-    if plan.rule == "alignez":
+    if layer in plan.fused:
         return _make_fused_hook(plan, layer, rule, state, gates)
 
     def hook(_module: torch.nn.Module, _args: Any, output: Any) -> Any:

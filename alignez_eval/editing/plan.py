@@ -13,7 +13,7 @@ from alignez_eval.editing.architectures import find_components, hidden_size, num
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.editing.config import EditConfig
 from alignez_eval.editing.layers import ALL, AUTO, format_layers, parse_layers, resolve_probe
-from alignez_eval.editing.rules import FusedAlignEZ
+from alignez_eval.editing.rules import RULE_OBJECTS, FusedAlignEZ, Rule, get_rule
 from alignez_eval.errors import ConfigError
 
 
@@ -23,7 +23,7 @@ class EditPlan:
 
     edit: Edit
     config: EditConfig
-    rule: str
+    rule: Rule
     component: str
     gate: str
     n_layers: int
@@ -32,7 +32,7 @@ class EditPlan:
     help: dict[int, torch.Tensor]
     steer: dict[int, torch.Tensor]
     layers_path: str | None = None
-    fused: dict[int, FusedAlignEZ] = field(default_factory=dict)  # alignez rule only
+    fused: dict[int, FusedAlignEZ] = field(default_factory=dict)  # rules with a fused form (alignez)
 
     @property
     def hook_layers(self) -> tuple[int, ...]:
@@ -52,7 +52,7 @@ class EditPlan:
             "positions": self.config.positions,
             "component": self.component,
             "gate": self.gate,
-            "rule": self.rule,
+            "rule": self.rule.name,
             "method": self.edit.meta.method,
             "sha256": self.edit.sha256,
         }
@@ -66,6 +66,7 @@ def prepare_plan(
     edit.check_model(hidden_size(model), n_model)
     edit.validate()  # also for an Edit built in memory rather than loaded
     meta = edit.meta
+    rule = get_rule(meta.rule)
     component = config.component or meta.component
     if component != meta.component:
         raise ConfigError(
@@ -73,9 +74,10 @@ def prepare_plan(
             f"drop component= (or pass component={meta.component}), or fit on component={component}"
         )
     gate = config.gate or meta.gate
-    if meta.rule != "alignez" and gate != "none":
+    if not rule.gated and gate != "none":
+        gated = ", ".join(name for name, r in RULE_OBJECTS.items() if r.gated)
         raise ConfigError(
-            f"gate={gate} applies to the alignez rule only, but this artifact's rule is {meta.rule}; pass gate=none"
+            f"gate={gate} applies to the {gated} rule only, but this artifact's rule is {meta.rule}; pass gate=none"
         )
     fitted = tuple(sorted(edit.layers))
     spec = config.layers if config.layers is not None else meta.layers
@@ -91,7 +93,7 @@ def prepare_plan(
             raise ConfigError(f"{exc} — this is the default layers={meta.layers!r} stored in "
                               f"{edit.path or 'the edit artifact'}; pass layers= to override it") from exc
     if layers == AUTO:
-        if meta.rule == "add":
+        if not rule.uses_directions:
             raise ConfigError(
                 "layers=auto ranks layers by ‖Σ⟨q̂,θ⟩θ‖ over the artifact's directions, but an additive "
                 "(CAA/ITI) artifact has none; pass explicit layers, e.g. layers=10-14"
@@ -117,16 +119,14 @@ def prepare_plan(
     harm = {i: edit.layers[i].harm.to(device=device[i], dtype=dtype) for i in use}
     help_ = {i: edit.layers[i].help.to(device=device[i], dtype=dtype) for i in use}
     steer: dict[int, torch.Tensor] = {}
-    if meta.rule == "add":
+    if rule.needs_steer:
         for i in use:
             if edit.layers[i].steer is None:
                 raise ConfigError(f"additive artifact lacks layer.{i}.steer; re-fit it")
             steer[i] = edit.layers[i].steer.to(device=device[i], dtype=dtype)
-    fused: dict[int, FusedAlignEZ] = {}
-    if meta.rule == "alignez":
-        fused = {i: FusedAlignEZ.build(harm[i], help_[i], float(config.alpha)) for i in use}
+    fused = {i: f for i in use if (f := rule.fuse(harm[i], help_[i], float(config.alpha))) is not None}
     return EditPlan(
-        edit=edit, config=config, rule=meta.rule, component=component, gate=gate, n_layers=n_layers,
+        edit=edit, config=config, rule=rule, component=component, gate=gate, n_layers=n_layers,
         layers=layers, harm=harm, help=help_, steer=steer, layers_path=layers_path, fused=fused,
     )
 

@@ -9,6 +9,7 @@ import torch
 
 from alignez_eval.editing.architectures import hidden_size, num_layers
 from alignez_eval.editing.artifact import Edit, EditMeta, LayerEdit
+from alignez_eval.editing.rules import get_rule
 
 
 def random_orthonormal(rows: int, dim: int, generator: torch.Generator) -> torch.Tensor:
@@ -43,7 +44,7 @@ def random_edit(
     for i in chosen:
         basis = random_orthonormal(k_harm + k_help, d, g)
         steer = None
-        if rule == "add":
+        if get_rule(rule).needs_steer:
             steer = steer_scale * random_orthonormal(1, d, g)[0]
         out[i] = LayerEdit(harm=basis[:k_harm], help=basis[k_harm:], steer=steer)
     meta = EditMeta(

@@ -6,15 +6,21 @@ All functions return the *delta* to add to x, computed in x's dtype/device as tw
 Gates are optional multiplicative masks on the per-direction coefficients, broadcastable to
 (…, k): the paper's query-conditional filter keeps direction θ for a query only when
 ⟨q̂, θ⟩ ≤ 0, which is a per-row 0/1 mask of shape (B, 1, k).
+
+Each rule an artifact can name is a small `Rule` object (`RULE_OBJECTS`, `get_rule`): one interface —
+`delta`, the optional fused hot path `fuse`, and what it needs (directions, a shift, gates) — that
+the plan and the hooks ask, instead of testing the rule's name. Adding a rule is adding a subclass
+here and listing it in `RULE_OBJECTS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
-RULES = ("alignez", "projection", "add")
+from alignez_eval.errors import ArtifactError
 
 
 def _coeffs(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -133,3 +139,73 @@ class FusedAlignEZ:
         c = x2 @ self.theta_in.T
         self.activate_(c)
         return c
+
+
+class Rule:
+    """How an edited layer changes x. Subclasses set the class attributes and implement `delta`."""
+
+    name: ClassVar[str]
+    uses_directions: ClassVar[bool] = True  # reads Θ_harm/Θ_help (False: a constant shift alone)
+    needs_steer: ClassVar[bool] = False  # reads the artifact's per-layer shift `steer`
+    gated: ClassVar[bool] = False  # the query-conditional direction gate applies to it
+
+    def delta(self, x: torch.Tensor, harm: torch.Tensor, help_: torch.Tensor, steer: torch.Tensor | None,
+              alpha: float) -> torch.Tensor:
+        """The change to x (…, d) at an edited position."""
+        raise NotImplementedError
+
+    def fuse(self, harm: torch.Tensor, help_: torch.Tensor, alpha: float) -> FusedAlignEZ | None:
+        """A fused form for the hooks' hot path, or None (the hooks then call `delta`)."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<rule {self.name}>"
+
+
+class AlignEZRule(Rule):
+    """AlignEZ v2: remove ReLU(⟨x,θ_harm⟩)θ_harm, boost α·tanh(⟨x,θ_help⟩)θ_help (`alignez_delta`)."""
+
+    name = "alignez"
+    gated = True
+
+    def delta(self, x: torch.Tensor, harm: torch.Tensor, help_: torch.Tensor, steer: torch.Tensor | None,
+              alpha: float) -> torch.Tensor:
+        return alignez_delta(x, harm, help_, alpha)
+
+    def fuse(self, harm: torch.Tensor, help_: torch.Tensor, alpha: float) -> FusedAlignEZ:
+        return FusedAlignEZ.build(harm, help_, alpha)
+
+
+class ProjectionRule(Rule):
+    """AlignEZ v1 / RoboShot: project Θ_harm out, then boost along Θ_help (`projection_delta`)."""
+
+    name = "projection"
+
+    def delta(self, x: torch.Tensor, harm: torch.Tensor, help_: torch.Tensor, steer: torch.Tensor | None,
+              alpha: float) -> torch.Tensor:
+        return projection_delta(x, harm, help_, alpha)
+
+
+class AddRule(Rule):
+    """CAA / ITI: add α·steer (`add_delta`); Θ rows are not used."""
+
+    name = "add"
+    uses_directions = False
+    needs_steer = True
+
+    def delta(self, x: torch.Tensor, harm: torch.Tensor, help_: torch.Tensor, steer: torch.Tensor | None,
+              alpha: float) -> torch.Tensor:
+        assert steer is not None  # prepare_plan refuses an additive artifact without its shifts
+        return add_delta(x, steer, alpha)
+
+
+RULE_OBJECTS: dict[str, Rule] = {r.name: r for r in (AlignEZRule(), ProjectionRule(), AddRule())}
+RULES: tuple[str, ...] = tuple(RULE_OBJECTS)  # the names an artifact may carry
+
+
+def get_rule(name: str) -> Rule:
+    try:
+        return RULE_OBJECTS[name]
+    except KeyError:
+        raise ArtifactError(f"unknown edit rule {name!r}; expected one of {RULES}") from None
+

@@ -6,8 +6,9 @@
     result = alignez_eval.fitting.run_fit(model, tokenizer, queries, FitSettings(method="caa"))
 
 Stages (each timed and reported): self-generation or loading `pref_data` (pairs.py), text
-filtering, activation capture, one batched pass per set of texts (activations.py), per-layer cosine
-filter, probe, SVD / mean differences (layer_fit.py), artifact and report (result.py). Everything is
+filtering, activation capture, one batched pass per set of texts (capture.py: Φ_l of any texts;
+activations.py: of the kept pairs' answers), per-layer cosine filter, probe (probe.py), SVD / mean
+differences (subspaces.py, layer_fit.py), artifact and report (result.py). Everything is
 cached by content (cache.py): the generated pairs by (model, queries, generation settings) —
 resumable —, activations by (model, texts, component), and the finished artifact by (pairs, model,
 fit settings), so a second identical call generates nothing.

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from alignez_eval.editing.activations import capture, load_activations, save_activations
 from alignez_eval.editing.architectures import find_components, hidden_size
 from alignez_eval.errors import DataError
+from alignez_eval.fitting.capture import capture, load_activations, save_activations
 from alignez_eval.fitting.settings import FitSettings
 from alignez_eval.hashing import sha256_json
 from alignez_eval.selfpref.generate import context_length

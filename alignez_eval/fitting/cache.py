@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 
-from alignez_eval import __version__
 from alignez_eval.atomic import atomic_dir
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.fitting.outputs import output_paths, write_outputs
 from alignez_eval.fitting.result import FitResult
 from alignez_eval.fitting.settings import FitSettings
 from alignez_eval.hashing import sha256_json
+from alignez_eval.models import alignez_home
+from alignez_eval.package import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
 
 
 def default_cache_dir() -> Path:
-    from alignez_eval.models import alignez_home
-
     return alignez_home() / "fits"
 
 

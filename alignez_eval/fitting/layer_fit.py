@@ -14,8 +14,11 @@ import torch
 
 from alignez_eval.editing.artifact import LayerEdit
 from alignez_eval.editing.layers import format_layers
-from alignez_eval.editing.probe import probe_layer
-from alignez_eval.editing.subspaces import (
+from alignez_eval.errors import DataError
+from alignez_eval.fitting.activations import PairActivations
+from alignez_eval.fitting.probe import probe_layer
+from alignez_eval.fitting.settings import FitSettings
+from alignez_eval.fitting.subspaces import (
     caa_steer,
     cosine_keep,
     harm_basis,
@@ -24,9 +27,6 @@ from alignez_eval.editing.subspaces import (
     theta_help,
     v1_directions,
 )
-from alignez_eval.errors import DataError
-from alignez_eval.fitting.activations import PairActivations
-from alignez_eval.fitting.settings import FitSettings
 
 
 def json_float(x: float | None) -> float | None:

@@ -20,6 +20,7 @@ from alignez_eval.fitting.outputs import format_report, write_outputs
 from alignez_eval.fitting.run import run_fit
 from alignez_eval.fitting.settings import FitSettings
 from alignez_eval.parallel import all_gather_text
+from alignez_eval.queries import load_queries, query_id
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ def queries_from_requests(requests: list[Any]) -> list[dict[str, Any]]:
     """One query per distinct prompt among lm-eval requests: the doc's `instruction` when it has
     one (our tasks), else the request's context string. Ids are content hashes, so the same prompt
     set always gives the same fit cache key."""
-    from alignez_eval.queries import query_id
 
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -76,8 +76,6 @@ def fit_from_model_args(
         queries = queries_from_requests(requests) if queries is None else queries
         where = f"the evaluation's {len(queries)} distinct prompts"
     elif isinstance(spec, str) and spec.strip():
-        from alignez_eval.queries import load_queries
-
         try:
             queries = load_queries(spec.strip(), settings.limit)
         except ConfigError as exc:

@@ -26,7 +26,6 @@ from alignez_eval.selfpref.clean import normalize
 logger = logging.getLogger(__name__)
 
 _HH_ASSISTANT = "\n\nAssistant:"
-_HH_HUMAN = "\n\nHuman:"
 
 
 def split_hh(transcript: str) -> tuple[str, str]:

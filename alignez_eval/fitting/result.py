@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alignez_eval import __version__
 from alignez_eval.editing.artifact import Edit, EditMeta
 from alignez_eval.fitting.layer_fit import LayerFits, json_float
 from alignez_eval.fitting.pairs import Pairs
 from alignez_eval.fitting.settings import RULE_OF, FitSettings
+from alignez_eval.package import __version__
 from alignez_eval.selfpref.pipeline import degeneracy
 
 ORIENTATION_RULE = (
@@ -71,7 +71,6 @@ def assemble(
     counts = {
         "queries": pairs.n_queries,
         "pairs": len(records),
-        "pairs_resumed": pairs.resumed,
         "kept_text": len(kept),
         "dropped_empty": sum(1 for r in records if r.get("reason") == "empty"),
         "dropped_identical": sum(1 for r in records if r.get("reason") == "identical"),
@@ -86,7 +85,6 @@ def assemble(
         "settings": asdict(s) | {"gate": s.effective_gate},
         "generation": pairs.generation,
         "counts": counts,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
         "degeneracy": degeneracy(records),
         "probe_ranking": fits.ranking,
         "probe_accuracy": {str(k): json_float(v) for k, v in fits.probe_accuracy.items()},
@@ -104,6 +102,11 @@ def assemble(
         ),
         layers=fits.layers,
     )
-    report = {"fit": fit_meta, "method": s.method, "rule": RULE_OF[s.method], "model": model_name,
+    # How this run went (wall time, pairs read back from an interrupted generation) is reported beside
+    # the artifact, never inside it: the artifact's sha256 is its identity, and two fits of equal
+    # pairs with equal settings must give one file.
+    run = {"counts": counts | {"pairs_resumed": pairs.resumed},
+           "timings": {k: round(v, 3) for k, v in timings.items()}}
+    report = {"fit": fit_meta | run, "method": s.method, "rule": RULE_OF[s.method], "model": model_name,
               "layers": fits.default_layers}
     return FitResult(edit=edit, report=report, pairs=pairs_out, timings=timings)

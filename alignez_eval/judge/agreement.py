@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from alignez_eval.bootstrap import bootstrap_indices, percentile_ci
 from alignez_eval.errors import DataError
 
 FORMAT = "alignez-eval-judge-agreement/1"
@@ -69,7 +70,6 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("agreement_ref_shorter", "agree, ref shorter", "agreement where the reference picked the shorter answer"),
     ("length_balanced", "length-balanced", "mean of the two above (length-only scores 50%)"),
 )
-RATIO_FIGURES = {k for k, _, _ in FIGURES} - {"kappa"}
 
 
 # -- reading a reference file -----------------------------------------------------------------------
@@ -261,8 +261,6 @@ def agreement_figures(reference: Sequence[str], judge: Sequence[str], len_1: Seq
     """Figures for aligned labels ("1"/"2"/"tie") of the reference and the judge on the same pairs.
     `consistent`: per pair, whether the judge's two orders agreed (None where not applicable).
     -> {"n", "counts", "figures": {name: {"value", "ci", "n"}}}; undefined figures are None."""
-    from alignez_eval.report.bootstrap import bootstrap_indices, percentile_ci
-
     n = len(reference)
     if not (len(judge) == len(len_1) == len(len_2) == n):
         raise ValueError("reference, judge and lengths must be aligned")

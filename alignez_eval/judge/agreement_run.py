@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from alignez_eval import __version__
 from alignez_eval.atomic import atomic_write_text
 from alignez_eval.errors import ConfigError, DataError
 from alignez_eval.judge.agreement import (
@@ -40,6 +39,7 @@ from alignez_eval.judge.cache import JudgmentCache
 from alignez_eval.judge.engine import Judge, PairItem
 from alignez_eval.judge.spec import JudgeSpec, parse_judge_spec
 from alignez_eval.judge.verdicts import ERROR, LOSE, WIN
+from alignez_eval.package import __version__
 
 JUDGE_LABEL = {WIN: OUT2, LOSE: OUT1, "tie": TIE}
 NO_GENERATOR = "(none)"

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import DataError
-from alignez_eval.judge.runs import Run, Sample
+from alignez_eval.judge.samples import Run, Sample
 from alignez_eval.queries import query_id
 
 FORMAT = "alpaca_eval"
 FAMILY = "alpaca_eval"  # task and family of every sample read from a model_outputs.json
-FIELDS = ("instruction", "output", "generator", "dataset")
 
 
 def _preview(text: str, n: int = 60) -> str:

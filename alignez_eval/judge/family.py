@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from alignez_eval.bootstrap import bootstrap_indices, percentile_ci
 from alignez_eval.errors import ConfigError, DataError
+from alignez_eval.gap import gap_closed
 from alignez_eval.judge.backends.scorer import refuse_trained_generators
 from alignez_eval.judge.cache import JudgmentCache
 from alignez_eval.judge.engine import Judge, PairItem
 from alignez_eval.judge.spec import JudgeSpec, parse_judge_spec
 from alignez_eval.judge.verdicts import ERROR, VALUE
-from alignez_eval.report.bootstrap import bootstrap_indices, percentile_ci
-from alignez_eval.report.gap import gap_closed
-from alignez_eval.report.metrics import net_win
+from alignez_eval.metrics import net_win
 
 FAMILY_FORMAT = "alignez-eval-judge-family/1"
 

@@ -12,19 +12,20 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import random
 import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from alignez_eval import __version__
 from alignez_eval.atomic import atomic_write_text
 from alignez_eval.errors import DataError
 from alignez_eval.judge.cache import JudgmentCache
 from alignez_eval.judge.engine import Judge, PairItem
 from alignez_eval.judge.runs import Run, pair_runs
 from alignez_eval.judge.spec import SCORING_BACKENDS, JudgeSpec, parse_judge_spec
+from alignez_eval.package import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,6 @@ def sample_keys(keys: list[Any], limit: int | None, seed: int = 0) -> list[Any]:
         return list(keys)
     if limit < 1:
         raise DataError(f"--limit {limit} judges nothing; pass a positive number of docs")
-    import random
 
     order = sorted(keys)
     random.Random(seed).shuffle(order)

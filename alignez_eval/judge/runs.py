@@ -23,64 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import DataError
+from alignez_eval.judge.alpaca_eval import is_alpaca_eval_data, load_alpaca_eval
+from alignez_eval.judge.samples import BASE_SUFFIX, Run, Sample, task_family
+
+__all__ = ["BASE_SUFFIX", "Run", "Sample", "load_run", "pair_runs", "task_family"]  # Run/Sample re-exported
 
 logger = logging.getLogger(__name__)
-
-BASE_SUFFIX = "_base"
-
-
-def task_family(task: str) -> str:
-    """`alignez_x_base` and `alignez_x` are the same dataset in two prompt formats."""
-    return task[: -len(BASE_SUFFIX)] if task.endswith(BASE_SUFFIX) else task
-
-
-@dataclass(frozen=True)
-class Sample:
-    task: str
-    family: str
-    doc_id: str  # doc["id"] when present (stable across task variants), else lm-eval's doc_id
-    instruction: str
-    answer: str
-    prompt: str
-    dataset: str = ""  # the doc's own `dataset` field (AlpacaEval's subsets), when it has one
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.family, self.doc_id)
-
-
-@dataclass
-class Run:
-    """One system's answers: (family, doc id) -> Sample, plus where they came from."""
-
-    name: str
-    path: Path
-    samples: dict[tuple[str, str], Sample]
-    files: dict[str, Path] = field(default_factory=dict)  # task -> samples file used
-    model_name: str | None = None
-    notes: list[str] = field(default_factory=list)  # what a reader should know (timestamps chosen, fallbacks)
-    source: str = "lm-eval"  # or "alpaca_eval": an AlpacaEval model_outputs.json, paired by instruction
-
-    @property
-    def tasks(self) -> list[str]:
-        return sorted(self.files)
-
-    @property
-    def families(self) -> list[str]:
-        return sorted({k[0] for k in self.samples})
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "format": self.source,
-            "path": str(self.path),
-            "model_name": self.model_name,
-            "tasks": self.tasks,
-            "files": {t: str(p) for t, p in self.files.items()},
-            "n_samples": len(self.samples),
-            "notes": list(self.notes),
-        }
-
 
 def _file_task_and_ts(path: Path) -> tuple[str, str]:
     # Same parsing as lm_eval.utils.get_file_task_name / get_file_datetime: the timestamp has no "_".
@@ -196,9 +144,6 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     is used (or the one matching a given results JSON); the choice is logged and kept in `Run.notes`."""
     path = Path(path)
     if path.is_file() and path.suffix == ".json":
-        # Imported here: that module imports this one.
-        from alignez_eval.judge.alpaca_eval import is_alpaca_eval_data, load_alpaca_eval
-
         data = _json_file(path)
         if is_alpaca_eval_data(data):
             return load_alpaca_eval(path, data, name=name)

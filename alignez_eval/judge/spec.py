@@ -22,6 +22,7 @@ import yaml
 from alignez_eval.errors import ConfigError
 from alignez_eval.hashing import sha256_text
 from alignez_eval.judge.prompts import Prompt, load_prompt
+from alignez_eval.shareable import shareable_text
 
 BACKENDS = ("openai", "hf", "rm", "scorer")
 # Backends that score one answer at a time (single mode only, verdict = score difference).
@@ -143,8 +144,6 @@ class JudgeSpec:
 
     def identity(self) -> dict[str, Any]:
         """Everything that changes a raw judgment; hashed into every cache key."""
-        from alignez_eval.report.shareable import shareable_text
-
         # An embedded model is keyed by its registry name, not this machine's path to it, so
         # `hf:NAME` and `hf:$ALIGNEZ_HOME/models/NAME` share judgments (and caches travel).
         model = shareable_text(self.model) if self.backend != "openai" else self.model

@@ -11,7 +11,7 @@ Single: verdict from the grade difference (candidate - baseline) beyond `margin`
 Length correction (both modes, `length_debias` = β): the score loses β·length_term, where
 length_term = tanh(ln((chars_candidate + 1) / (chars_baseline + 1))) is in (-1, 1) and 0 for equal
 lengths. Small judges prefer the longer answer far more often than strong ones (measured in
-README "Judge agreement"); β removes a fixed share of that preference, at verdict time, so a cached
+docs/judging-and-validation.md "Judge agreement"); β removes a fixed share of that preference, at verdict time, so a cached
 judgment is re-used under any β.
 Any error in a needed judgment makes the doc an error: excluded from every rate and counted.
 """

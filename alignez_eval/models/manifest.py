@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from alignez_eval.atomic import atomic_write_bytes, umask
+from alignez_eval.atomic import atomic_write_bytes
 from alignez_eval.hashing import sha256_file
 from alignez_eval.models.paths import prepared_dir
 from alignez_eval.models.registry import ModelSpec, get_spec
+from alignez_eval.package import __version__
 
 MANIFEST = "alignez-model.json"
 MANIFEST_FORMAT = "alignez-eval/model-manifest"
@@ -27,10 +29,6 @@ def _file_records(directory: Path) -> dict[str, dict[str, int | str]]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from alignez_eval import __version__
-
     versions = {"alignez_eval": __version__}
     for dist in ("transformers", "torch", "gguf", "safetensors"):
         with contextlib.suppress(PackageNotFoundError):
@@ -54,10 +52,9 @@ def write_manifest(spec: ModelSpec, directory: Path, extra: dict | None = None) 
         **(extra or {}),
         "files": _file_records(directory),
     }
-    # Readable as open() would make it, not private: a manifest other users of a shared cache
-    # cannot read would make them rebuild the model.
-    atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode(),
-                       mode=0o666 & ~umask())
+    # Readable as open() would make it (atomic_write_bytes' default), not private: a manifest other
+    # users of a shared cache cannot read would make them rebuild the model.
+    atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
     return manifest
 
 

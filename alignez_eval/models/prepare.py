@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from alignez_eval.atomic import atomic_dir, umask
+from alignez_eval.atomic import atomic_dir
 from alignez_eval.models.convert import convert_in_subprocess
 from alignez_eval.models.manifest import check_prepared, write_manifest
 from alignez_eval.models.paths import models_dir
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def _build_lock(name: str) -> Iterator[None]:
+    # lazy: POSIX-only module, needed only while building a model
     import fcntl
 
     lock_dir = models_dir() / ".locks"
@@ -54,9 +55,9 @@ def _build(spec: ModelSpec, dest: Path) -> None:
         logger.info("%s: removing leftover partial build %s", spec.name, stale)
         shutil.rmtree(stale, ignore_errors=True)
     timings: dict[str, float] = {}
-    # Built beside `dest` and renamed into place (under the caller's lock); mkdtemp makes it
-    # private, the cache is meant to be shared: 0755 less the umask.
-    with atomic_dir(dest, prefix=f".{spec.name}.partial-", suffix="", mode=0o755 & ~umask()) as tmp:
+    # Built beside `dest` and renamed into place (under the caller's lock), published 0755 less the
+    # umask (atomic_dir's default), not mkdtemp's private 0700: the cache is meant to be shared.
+    with atomic_dir(dest, prefix=f".{spec.name}.partial-", suffix="") as tmp:
         t = time.perf_counter()
         wheels = fetch_wheels(spec)
         timings["wheels_s"] = round(time.perf_counter() - t, 2)

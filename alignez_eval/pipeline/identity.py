@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from alignez_eval.errors import ConfigError
 from alignez_eval.hashing import sha256_file, sha256_json
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
@@ -52,8 +53,6 @@ def parse_model_args(spec: str) -> dict[str, str]:
         if "=" not in part:
             # a bare token is taken as the model path, as users often type `--base DIR`
             if "pretrained" in out:
-                from alignez_eval.errors import ConfigError
-
                 raise ConfigError(f"model_args {spec!r}: {part!r} has no '='; write key=value pairs "
                                   "such as pretrained=DIR,dtype=bfloat16")
             out["pretrained"] = part

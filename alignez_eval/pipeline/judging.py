@@ -6,36 +6,43 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from alignez_eval.atomic import atomic_write_text
+from alignez_eval.judge import judge_check
+from alignez_eval.judge.agreement import (
+    agreement_extra,
+    is_agreement_file,
+    load_agreement,
+    load_reference,
+)
+from alignez_eval.judge.agreement_run import judge_agreement
+from alignez_eval.judge.backends.loading import load_judge_model, resolve_model_path
+from alignez_eval.judge.runs import load_run
 from alignez_eval.pipeline import parts
+from alignez_eval.pipeline.compare_config import CompareConfig
 from alignez_eval.pipeline.identity import model_identity
 from alignez_eval.pipeline.plan import Comparison
 from alignez_eval.pipeline.steps import StepCache, StepResult
-
-if TYPE_CHECKING:
-    from alignez_eval.pipeline.compare import CompareConfig
 
 logger = logging.getLogger(__name__)
 
 
 class JudgeSteps:
-    """The judging half of `ComparePipeline` (which sets the attributes declared here)."""
+    """The judge steps of a compare (`ComparePipeline.judging`): they record into its step cache and
+    stats, judge its datasets (`variants`), and share one judgment cache and one judge load."""
 
-    cfg: CompareConfig
-    cache: StepCache
-    stats: dict[str, int]
-    variants: dict[str, tuple[str, str]]
-    judge_cache: Path
-    _judge_model: tuple[Any, Any] | None
+    def __init__(self, cfg: CompareConfig, cache: StepCache, stats: dict[str, int],
+                 variants: dict[str, tuple[str, str]], judge_cache: Path) -> None:
+        self.cfg, self.cache, self.stats, self.variants = cfg, cache, stats, variants
+        self.judge_cache = judge_cache
+        self._judge_model: tuple[Any, Any] | None = None
 
     def judge_identity(self, spec: Any) -> dict[str, Any]:
         ident = {"spec": spec.identity()}
         if spec.backend in ("hf", "rm"):
-            from alignez_eval.judge.backends.loading import resolve_model_path
-
             ident["model"] = model_identity(resolve_model_path(spec.model))
         return ident
 
@@ -44,10 +51,6 @@ class JudgeSteps:
         if spec.backend not in ("hf", "rm") or spec.model_obj is not None:
             return spec
         if self._judge_model is None:
-            import time
-
-            from alignez_eval.judge.backends.loading import load_judge_model
-
             t0 = time.perf_counter()
             self._judge_model = load_judge_model(spec)
             self.stats["judge_loads"] = self.stats.get("judge_loads", 0) + 1
@@ -61,8 +64,6 @@ class JudgeSteps:
 
     def judge_step(self, comp: Comparison, gens: dict[tuple[str, str], StepResult], spec: Any,
                    name: str | None = None) -> StepResult:
-        from alignez_eval.judge.runs import load_run
-
         datasets = list(self.variants)
 
         def sig(system: str) -> dict[str, str]:
@@ -86,7 +87,6 @@ class JudgeSteps:
     def judge_check_step(self, spec: Any) -> dict[str, Any] | None:
         if not self.cfg.judge_check:
             return None
-        from alignez_eval.judge import judge_check
 
         inputs = {"judge": self.judge_identity(spec), "n": self.cfg.judge_check_n}
 
@@ -104,12 +104,6 @@ class JudgeSteps:
         here (a cached step, sharing the judge load and the judgment cache). -> the report's summary."""
         if self.cfg.judge_reference is None:
             return None
-        from alignez_eval.judge.agreement import (
-            agreement_extra,
-            is_agreement_file,
-            load_agreement,
-            load_reference,
-        )
 
         path = Path(self.cfg.judge_reference)
         if is_agreement_file(path):
@@ -120,8 +114,6 @@ class JudgeSteps:
                   "limit": self.cfg.judge_reference_limit, "seed": self.cfg.seed}
 
         def produce(out: Path) -> dict[str, Any]:
-            from alignez_eval.judge.agreement_run import judge_agreement
-
             result = judge_agreement(self.loaded_judge(spec), reference, out, cache_path=self.judge_cache,
                                      limit=self.cfg.judge_reference_limit, seed=self.cfg.seed)
             self.stats["judge_calls"] = self.stats.get("judge_calls", 0) + int(result["stats"].get("calls", 0))

@@ -4,28 +4,25 @@ report root; its header records the commands, versions and settings that produce
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from alignez_eval import __version__
 from alignez_eval.atomic import atomic_write_bytes, atomic_write_text
 from alignez_eval.hashing import canonical_json
+from alignez_eval.package import __version__
 from alignez_eval.pipeline import parts
+from alignez_eval.pipeline.compare_config import CompareConfig
 from alignez_eval.pipeline.identity import format_model_args
 from alignez_eval.pipeline.plan import Comparison, ModelEntry
 from alignez_eval.pipeline.steps import StepCache, StepResult
 
-if TYPE_CHECKING:
-    from alignez_eval.pipeline.compare import CompareConfig
-
 
 class ReportSteps:
-    """The reporting half of `ComparePipeline` (which sets the attributes declared here)."""
+    """The report steps of a compare (`ComparePipeline.reporting`): cached reports over its judgments,
+    whose header describes its config, models (filled by the pipeline) and datasets (`variants`)."""
 
-    cfg: CompareConfig
-    cache: StepCache
-    stats: dict[str, int]
-    variants: dict[str, tuple[str, str]]
-    models: dict[str, ModelEntry]
+    def __init__(self, cfg: CompareConfig, cache: StepCache, stats: dict[str, int],
+                 variants: dict[str, tuple[str, str]], models: dict[str, ModelEntry]) -> None:
+        self.cfg, self.cache, self.stats, self.variants, self.models = cfg, cache, stats, variants, models
 
     def report_step(self, judged: list[StepResult], name: str, tuned: str | None, extra: dict[str, Any],
                     out_root: Path) -> dict[str, Path]:

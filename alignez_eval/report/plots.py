@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from alignez_eval.report.shareable import shareable_text  # noqa: E402
+from alignez_eval.shareable import shareable_text  # noqa: E402
 
 
 def _err(value: float, ci: tuple[float, float]) -> tuple[float, float]:

@@ -51,7 +51,7 @@ class FeatureSpec:
         return [(layer, pool) for layer in self.layers for pool in self.poolings]
 
     def identity(self) -> dict[str, Any]:
-        from alignez_eval.report.shareable import shareable_text
+        from alignez_eval.shareable import shareable_text
 
         d = asdict(self)
         d.update(model=shareable_text(self.model), layers=list(self.layers), poolings=list(self.poolings),

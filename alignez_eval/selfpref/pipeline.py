@@ -7,6 +7,7 @@ and cleaned, degeneracy flags, kept/dropped and why) is appended to a resumable 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from alignez_eval.errors import ConfigError, DataError
+from alignez_eval.queries import query_id
 from alignez_eval.selfpref.clean import clean_characteristics, clean_text, judge_pair
 from alignez_eval.selfpref.generate import (
     Sampling,
@@ -77,16 +79,12 @@ class GenStats:
 
 def _query_text(q: dict[str, Any] | str) -> tuple[str, str, str]:
     if isinstance(q, str):
-        from alignez_eval.queries import query_id
-
         return query_id(q), q, ""
     text = q.get("instruction") or q.get("query") or q.get("prompt")
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"query {q.get('id', '?')!r} has no text (instruction/query/prompt)")
     qid = q.get("id")
     if qid is None or str(qid) == "":
-        from alignez_eval.queries import query_id
-
         qid = query_id(text)
     return str(qid), text, str(q.get("category") or "")
 
@@ -221,8 +219,6 @@ def self_generate(
 
 
 def _stable_int(s: str) -> int:
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(s.encode("utf-8")).digest()[:4], "big")
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from alignez_eval.report.bootstrap import DEFAULT_N_BOOT, bootstrap_indices, percentile_ci
-from alignez_eval.report.metrics import net_win
+from alignez_eval.bootstrap import DEFAULT_N_BOOT, bootstrap_indices, percentile_ci
+from alignez_eval.metrics import net_win
 
 MIN_TUNED_NET = 10.0  # points; below it a ratio mostly measures noise in the denominator
 

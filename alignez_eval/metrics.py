@@ -9,7 +9,7 @@ Verdict values per doc: win = +1, tie = 0, lose = -1 (errors excluded, counted).
                          standardised length difference (candidate - baseline, in words) of this one
                          head-to-head, read at zero difference: 100 * sigmoid(b0). NOT AlpacaEval 2's
                          length-controlled win rate, whose GLM also fits per-instruction difficulty and
-                         model terms over many models' annotations (README "Metrics" says how they differ).
+                         model terms over many models' annotations (docs/judging-and-validation.md "Metrics" says how they differ).
   swap inconsistency     share of pairwise-judged docs whose two orders disagreed
 Every figure gets a seeded paired-bootstrap 95% interval (docs resampled with replacement).
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from alignez_eval.report.bootstrap import DEFAULT_N_BOOT, bootstrap_indices, bootstrap_se, percentile_ci
+from alignez_eval.bootstrap import DEFAULT_N_BOOT, bootstrap_indices, bootstrap_se, percentile_ci
 
 VALUES = {"win": 1.0, "tie": 0.0, "lose": -1.0}
 LENGTH_ADJ_RIDGE = 1e-2  # keeps the slope finite when length separates the outcomes perfectly
