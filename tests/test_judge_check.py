@@ -9,8 +9,9 @@ import pytest
 from test_judge_openai import FakeJudgeServer
 
 from alignez_eval.cli import main as cli_main
+from alignez_eval.degrade import gibberish, loop, truncate_midway
 from alignez_eval.judge import judge_check, parse_judge_spec
-from alignez_eval.judge.check import build_check_items, gibberish, load_check_prompts, loop, truncate_midway
+from alignez_eval.judge.check import build_check_items, load_check_prompts
 from alignez_eval.judge.spec import JudgeSpec
 
 GOOD = "First sentence here. Second sentence is longer than the first one. Third one ends it."

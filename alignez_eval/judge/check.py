@@ -11,8 +11,6 @@ excluded and counted). Swap consistency (pairwise mode) = share of pairs whose t
 
 from __future__ import annotations
 
-import random
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from alignez_eval.degrade import gibberish, loop, truncate_midway
 from alignez_eval.errors import ConfigError
 from alignez_eval.judge.cache import JudgmentCache
 from alignez_eval.judge.engine import Judge, PairItem
@@ -32,29 +31,6 @@ DEGRADATIONS = ("truncated", "looped", "swapped", "gibberish")
 
 def load_check_prompts() -> list[dict[str, str]]:
     return list(yaml.safe_load(CHECK_PROMPTS.read_text(encoding="utf-8")))
-
-
-def truncate_midway(text: str, frac: float = 0.45) -> str:
-    words = text.split()
-    cut = max(1, int(len(words) * frac))
-    # End mid-sentence: a cut right after a full stop would read as a complete short answer.
-    while cut > 1 and re.search(r"[.!?]$", words[cut - 1]):
-        cut -= 1
-    return " ".join(words[:cut])
-
-
-def loop(text: str) -> str:
-    first = re.split(r"(?<=[.!?])\s+", text.strip())[0]
-    n_words = len(text.split())
-    reps = max(3, -(-n_words // max(1, len(first.split()))))
-    return " ".join([first] * reps)
-
-
-def gibberish(text: str, seed: int) -> str:
-    words = text.split()
-    rng = random.Random(seed)
-    rng.shuffle(words)
-    return " ".join(words)
 
 
 def build_check_items(prompts: list[dict[str, str]], degradations: tuple[str, ...] = DEGRADATIONS,

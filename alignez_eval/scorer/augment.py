@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from alignez_eval.judge.check import gibberish, loop, truncate_midway
+from alignez_eval.degrade import gibberish, loop, truncate_midway
 from alignez_eval.scorer.data import PrefPair
 
 DEGRADATIONS = ("truncated", "looped", "gibberish", "swapped")

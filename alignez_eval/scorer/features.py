@@ -48,6 +48,26 @@ def resolve_model_dir(name: str) -> Path:
     return Path(resolve_model_path(name))
 
 
+def model_sha256(model: str, prepare: bool = True) -> str | None:
+    """sha256 of a feature model's weights as its manifest records them (embedded models; a plain
+    directory has no manifest -> None). `prepare=False` never builds an embedded model to find out."""
+    from alignez_eval.models import MODELS
+    from alignez_eval.models.paths import prepared_dir
+
+    if Path(model).is_dir():
+        directory = Path(model)
+    elif model in MODELS:
+        directory = resolve_model_dir(model) if prepare else prepared_dir(model)
+    else:
+        return None
+    try:
+        manifest = json.loads((directory / "alignez-model.json").read_text())
+    except (OSError, ValueError):
+        return None
+    weights = sorted((k, v.get("sha256")) for k, v in manifest.get("files", {}).items() if k.endswith(".safetensors"))
+    return weights[0][1] if len(weights) == 1 else None
+
+
 @dataclass
 class FeatureExtractor:
     """Loads the feature model's backbone once and turns (instruction, answer) pairs into vectors."""

@@ -34,7 +34,7 @@ from alignez_eval.scorer.data import (
     load_pairs,
     sample_per_generator,
 )
-from alignez_eval.scorer.features import FeatureExtractor, FeatureSpec, answer_key, features_for
+from alignez_eval.scorer.features import FeatureExtractor, FeatureSpec, answer_key, features_for, model_sha256
 from alignez_eval.scorer.fit import DEFAULT_L2_GRID, PairData, choose_l2, cross_validate, fit_bt
 from alignez_eval.scorer.head import LENGTH_TERMS, ScorerHead, answer_length
 
@@ -190,26 +190,3 @@ def train_scorer(files: Sequence[str | Path], out: str | Path, settings: TrainSe
     logger.info("scorer head %s: %d pairs, λ=%g, CV agreement %.3f, sha256 %s", out, len(pairs), l2,
                 next(r["agreement"] for r in cv if r["l2"] == l2), sha[:12])
     return report
-
-
-def model_sha256(model: str, prepare: bool = True) -> str | None:
-    """sha256 of a feature model's weights as its manifest records them (embedded models; a plain
-    directory has no manifest -> None). `prepare=False` never builds an embedded model to find out."""
-    import json
-
-    from alignez_eval.models import MODELS
-    from alignez_eval.models.paths import prepared_dir
-    from alignez_eval.scorer.features import resolve_model_dir
-
-    if Path(model).is_dir():
-        directory = Path(model)
-    elif model in MODELS:
-        directory = resolve_model_dir(model) if prepare else prepared_dir(model)
-    else:
-        return None
-    try:
-        manifest = json.loads((directory / "alignez-model.json").read_text())
-    except (OSError, ValueError):
-        return None
-    weights = sorted((k, v.get("sha256")) for k, v in manifest.get("files", {}).items() if k.endswith(".safetensors"))
-    return weights[0][1] if len(weights) == 1 else None

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 def check_feature_model(head: ScorerHead) -> None:
     """Refuse a head whose feature model's weights differ from the ones here (when both are known)."""
-    from alignez_eval.scorer.train import model_sha256
+    from alignez_eval.scorer.features import model_sha256
 
     want = head.provenance.get("feature_model_sha256")
     have = model_sha256(head.features.model, prepare=False)
