@@ -32,6 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="a seeded sample of N instructions")
     parser.add_argument("--exclude-instructions", type=Path, default=None, metavar="FILE",
                         help="annotation/outputs file whose instructions to leave out (e.g. the scorer's training data)")
+    parser.add_argument("--held-out-instructions", action="store_true",
+                        help="scorer judges: leave out the instructions the head was trained on")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="writes DIR/family.json and family.md")
     parser.add_argument("--cache", type=Path, default=None, metavar="PATH", help="SQLite judgment cache")
     parser.add_argument("--seed", type=int, default=0)
@@ -53,7 +55,8 @@ def main(args: argparse.Namespace) -> int:
     cache = args.cache or (args.out / "cache.sqlite" if args.out else None)
     result = judge_family(args.judge, args.base, args.tuned, args.candidate,
                           win_rates=parse_win_rates(args.reference_win_rates), limit=args.limit,
-                          exclude_instructions=exclude, seed=args.seed, cache_path=cache)
+                          exclude_instructions=exclude, held_out_instructions=args.held_out_instructions,
+                          seed=args.seed, cache_path=cache)
     print(result["summary"])
     if args.out:
         atomic_write_json(args.out / "family.json", result)

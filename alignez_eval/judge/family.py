@@ -26,6 +26,7 @@ import numpy as np
 from alignez_eval.bootstrap import bootstrap_indices, percentile_ci
 from alignez_eval.errors import ConfigError, DataError
 from alignez_eval.gap import gap_closed
+from alignez_eval.hashing import sha256_text
 from alignez_eval.judge.backends.scorer import refuse_trained_generators
 from alignez_eval.judge.cache import JudgmentCache
 from alignez_eval.judge.engine import Judge, PairItem
@@ -93,7 +94,8 @@ def parse_win_rates(text: str | None) -> dict[str, float]:
 
 def judge_family(spec: JudgeSpec | str | dict[str, Any], base: str | Path, tuned: str | Path,
                  candidates: Sequence[str | Path] = (), *, win_rates: dict[str, float] | None = None,
-                 limit: int | None = None, exclude_instructions: set[str] | None = None, seed: int = 0,
+                 limit: int | None = None, exclude_instructions: set[str] | None = None,
+                 held_out_instructions: bool = False, seed: int = 0,
                  cache_path: str | Path | None = None, n_boot: int = 2000) -> dict[str, Any]:
     """Nets of every non-base system vs the base (judge and reference-implied) and gap closed."""
     spec = parse_judge_spec(spec)
@@ -110,6 +112,9 @@ def judge_family(spec: JudgeSpec | str | dict[str, Any], base: str | Path, tuned
         raise ConfigError(f"--reference-win-rates names {unknown}, which no outputs file holds (generators: {names})")
     refuse_trained_generators(spec, names, "a family check on them would measure memory, not judgment")
     common = sorted(set.intersection(*(set(s.answers) for _, s in systems)) - (exclude_instructions or set()))
+    if held_out_instructions:
+        trained = _trained_instructions(spec)
+        common = [q for q in common if sha256_text(q)[:16] not in trained]
     if not common:
         raise DataError("the family's outputs files share no instruction; they must answer the same AlpacaEval set")
     if limit is not None and limit < len(common):
@@ -155,20 +160,27 @@ def judge_family(spec: JudgeSpec | str | dict[str, Any], base: str | Path, tuned
                                      if r["reference_net"] is not None and ref_t else None)
     result = {"format": FAMILY_FORMAT, "judge": spec.describe(), "judge_identity": spec.identity(),
               "base": base_sys.name, "base_reference_win_rate": base_sys.reference_win_rate,
-              "tuned": tuned_sys.name, "instructions": len(common), "instructions_seen_in_training": seen, "seed": seed, "limit": limit,
+              "tuned": tuned_sys.name, "instructions": len(common), "instructions_seen_in_training": seen,
+              "held_out_instructions": held_out_instructions, "seed": seed, "limit": limit,
               "rows": rows, "stats": dict(judge.stats), "seconds": round(time.time() - t0, 1)}
     result["summary"] = family_summary(result)
     return result
+
+
+def _trained_instructions(spec: JudgeSpec) -> set[str]:
+    """Short hashes of the instructions a scorer head was trained on (empty for other judges)."""
+    if spec.backend != "scorer":
+        return set()
+    from alignez_eval.scorer.head import load_head
+
+    return set(load_head(spec.model).provenance.get("instruction_sha256_16", []))
 
 
 def _seen_in_training(spec: JudgeSpec, instructions: Sequence[str]) -> int | None:
     """How many of `instructions` a scorer head was trained on (None for other judges)."""
     if spec.backend != "scorer":
         return None
-    from alignez_eval.hashing import sha256_text
-    from alignez_eval.scorer.head import load_head
-
-    trained = set(load_head(spec.model).provenance.get("instruction_sha256_16", []))
+    trained = _trained_instructions(spec)
     return sum(sha256_text(q)[:16] in trained for q in instructions)
 
 

@@ -19,7 +19,7 @@ from scipy.special import expit, log_expit
 
 from alignez_eval.errors import DataError
 
-DEFAULT_L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+DEFAULT_L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 
 
 @dataclass
