@@ -79,3 +79,24 @@ def test_cli_trains_from_a_file_and_a_bad_file_is_one_line(tiny_dir, tmp_path, c
     assert "lora_r='x' is not a int" in capsys.readouterr().err
     assert cli_main([*argv, "--max-length", "20"]) == 1
     assert "raise --max-length" in capsys.readouterr().err
+
+
+def test_answer_tokens_only_gives_trls_own_numbers(tiny_dir, tmp_path):
+    """The CPU shortcut scores fewer positions in TRL's LM head, never different numbers: the same
+    log-probs, loss, gradient norm and rewards at both steps."""
+    import dataclasses
+
+    base = tiny_dir("llama")
+    fast = train_dpo(base, PAIRS, tmp_path / "fast", SETTINGS, data_sha256="d" * 64, progress=False)
+    full = train_dpo(base, PAIRS, tmp_path / "full", dataclasses.replace(SETTINGS, compact_head=False),
+                     data_sha256="d" * 64, progress=False)
+    keys = ("loss", "grad_norm", "logps/chosen", "logps/rejected", "rewards/margins")
+    steps = [[h for h in m["log_history"] if "loss" in h] for m in (fast, full)]
+    assert len(steps[0]) == len(steps[1]) == 2
+    for a, b in zip(*steps, strict=True):
+        for k in keys:
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-5), k
+    assert steps[0][1]["rewards/margins"] != 0  # the second step saw a trained adapter
+    import trl.trainer.utils as trl_utils
+
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # restored after training

@@ -9,10 +9,12 @@ the same inputs returns the finished directory without training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ class DPOSettings:
     max_length: int = 256  # prompt + answer tokens; longer answers are cut at the end (TRL keep_start)
     max_steps: int = -1  # > 0: stop after this many optimizer steps (tests)
     seed: int = 0
+    compact_head: bool = True  # score only answer tokens in TRL's LM head (same numbers; see answer_tokens_only)
     dtype: str = "float32"
 
     @classmethod
@@ -55,6 +58,11 @@ class DPOSettings:
             if v is None:
                 continue
             typ = type(known[k].default)
+            if typ is bool and isinstance(v, str):
+                if v.lower() not in ("true", "false", "1", "0"):
+                    raise ConfigError(f"DPO setting {k}={v!r} is not true/false")
+                out[k] = v.lower() in ("true", "1")
+                continue
             try:
                 out[k] = typ(v)
             except (TypeError, ValueError):
@@ -84,6 +92,30 @@ def is_done(out: Path, key: str) -> bool:
         return json.loads(m.read_text(encoding="utf-8")).get("key") == key
     except (OSError, json.JSONDecodeError):
         return False
+
+
+@contextlib.contextmanager
+def answer_tokens_only(enabled: bool = True) -> Iterator[None]:
+    """Score only the answer tokens in TRL's chunked LM head, as TRL itself does on Triton devices.
+
+    Elsewhere (CPU) TRL 1.16 sends every position — prompt and padding included — through its
+    262k-column (for gemma) log-softmax and masks the prompt afterwards; the answer tokens' log-probs,
+    the loss and the gradients are the same either way (tests/test_dpo_train.py checks the loss), at a
+    fraction of the cost."""
+    if not enabled:
+        yield
+        return
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:  # another TRL layout: leave it alone
+        yield
+        return
+    trl_utils._use_triton = lambda device: True  # only read there to choose the compact (masked) path
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 def _import_trl() -> tuple[Any, Any, Any]:
@@ -135,8 +167,8 @@ def train_dpo(base: str | Path, pairs: list[PrefPair], out: str | Path, settings
     lora = LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
                       target_modules=[m.strip() for m in s.target_modules.split(",") if m.strip()],
                       task_type="CAUSAL_LM")
-    t0 = time.perf_counter()
-    with atomic_dir(out, suffix=".training") as tmp:
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    with atomic_dir(out, suffix=".training") as tmp, answer_tokens_only(s.compact_head and not torch.cuda.is_available()):
         cfg = DPOConfig(
             output_dir=str(tmp / "trainer"), per_device_train_batch_size=s.batch_size, num_train_epochs=s.epochs,
             max_steps=s.max_steps, learning_rate=s.learning_rate, beta=s.beta, max_length=s.max_length,
@@ -149,7 +181,7 @@ def train_dpo(base: str | Path, pairs: list[PrefPair], out: str | Path, settings
         trainer = DPOTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok, peft_config=lora)
         result = trainer.train()
         trainer.model.save_pretrained(str(tmp))
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
         import peft
         import transformers
         import trl
@@ -160,6 +192,8 @@ def train_dpo(base: str | Path, pairs: list[PrefPair], out: str | Path, settings
             "pair_ids": [p.id for p in pairs], "settings": asdict(s),
             "steps": int(result.global_step), "train_seconds": round(seconds, 1),
             "seconds_per_pair": round(seconds / max(1, len(pairs) * s.epochs), 3),
+            "cpu_seconds": round(cpu_seconds, 1),
+            "cpu_seconds_per_pair": round(cpu_seconds / max(1, len(pairs) * s.epochs), 3),
             "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "log_history": trainer.state.log_history,
             "versions": {"trl": trl.__version__, "peft": peft.__version__, "transformers": transformers.__version__,
