@@ -21,6 +21,23 @@ from alignez_eval.dpo.data import PrefPair
 from alignez_eval.report.bootstrap import bootstrap_indices, percentile_ci
 
 
+def truncate_pairs(pairs: list[PrefPair], tokenizer: Any, max_length: int) -> list[PrefPair]:
+    """Each answer cut to its first tokens so that prompt + answer fit `max_length` tokens (as DPO
+    training cuts them); a pair whose prompt alone fills it keeps 8 answer tokens."""
+    from dataclasses import replace
+
+    out = []
+    for p in pairs:
+        room = max(8, max_length - len(tokenizer(p.prompt, add_special_tokens=False).input_ids))
+
+        def cut(text: str, room: int = room) -> str:
+            ids = tokenizer(" " + text, add_special_tokens=False).input_ids
+            return text if len(ids) <= room else tokenizer.decode(ids[:room]).strip()
+
+        out.append(replace(p, chosen=cut(p.chosen), rejected=cut(p.rejected)))
+    return out
+
+
 def requests_for(pairs: list[PrefPair]) -> list[Any]:
     """Two loglikelihood requests per pair: (prompt, " chosen"), (prompt, " rejected")."""
     from lm_eval.api.instance import Instance

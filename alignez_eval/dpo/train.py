@@ -179,6 +179,7 @@ def train_dpo(base: str | Path, pairs: list[PrefPair], out: str | Path, settings
             gradient_checkpointing=False,
         )
         trainer = DPOTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok, peft_config=lora)
+        pairs_trained = len(trainer.train_dataset)  # after TRL drops pairs whose prompt fills max_length
         result = trainer.train()
         trainer.model.save_pretrained(str(tmp))
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
@@ -189,6 +190,7 @@ def train_dpo(base: str | Path, pairs: list[PrefPair], out: str | Path, settings
         manifest = {
             "key": key, "base": str(base), "base_identity": base_id,
             "data": {"path": data_path, "sha256": data_sha256}, "n_pairs": len(pairs),
+            "pairs_trained": pairs_trained,
             "pair_ids": [p.id for p in pairs], "settings": asdict(s),
             "steps": int(result.global_step), "train_seconds": round(seconds, 1),
             "seconds_per_pair": round(seconds / max(1, len(pairs) * s.epochs), 3),

@@ -87,6 +87,10 @@ class CompareConfig:
     judge_reference_limit: int | None = None
     # directories of the user's own task YAMLs (lm-eval's --include_path), searched after ours
     include_path: tuple[str, ...] = ()
+    # further systems on the main leaderboard, judged against the base like the rest: (label,
+    # model_args, also_alignez). They use the base's prompt variant (e.g. the base with a LoRA
+    # adapter, peft=DIR); also_alignez adds LABEL+alignez, fitted on that model's own generations.
+    extra_systems: list[tuple[str, str, bool]] = field(default_factory=list)
     command: str | None = None
 
     def __post_init__(self) -> None:
@@ -162,6 +166,11 @@ class ComparePipeline(JudgeSteps, ReportSteps):
             self.systems["tuned"] = System("tuned", "tuned")
         for m in cfg.methods:
             self.systems[m] = System(m, "base", m)
+        for label, spec, also_alignez in cfg.extra_systems:
+            self._add_model(label, spec, chat=False)
+            self.systems[label] = System(label, label)
+            if also_alignez:
+                self.systems[f"{label}+alignez"] = System(f"{label}+alignez", label, "alignez")
         self.comparisons = [Comparison(cfg.name, "base", [s for s in self.systems if s != "base"],
                                        tuned="tuned" if cfg.tuned else None)]
         self.instruct_comparisons: list[Comparison] = []
@@ -198,6 +207,10 @@ class ComparePipeline(JudgeSteps, ReportSteps):
         if chat is None:
             chat = has_chat_template(args["pretrained"])
         ident = model_identity(args["pretrained"], args.get("revision"))
+        if args.get("peft"):
+            from alignez_eval.adapters import adapter_identity
+
+            ident = {**ident, "adapter": adapter_identity(args["peft"])}
         self.models[key] = ModelEntry(key, args, chat, ident)
 
     def task_for(self, system: System, dataset: str) -> str:
