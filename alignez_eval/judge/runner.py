@@ -24,7 +24,7 @@ from alignez_eval.errors import DataError
 from alignez_eval.judge.cache import JudgmentCache
 from alignez_eval.judge.engine import Judge, PairItem
 from alignez_eval.judge.runs import Run, pair_runs
-from alignez_eval.judge.spec import JudgeSpec, parse_judge_spec
+from alignez_eval.judge.spec import SCORING_BACKENDS, JudgeSpec, parse_judge_spec
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def judge_runs(baseline: Run, candidates: dict[str, Run], spec: JudgeSpec | str 
     files = {name: f"{safe_name(name)}.jsonl" for name in candidates}
     if len(set(files.values())) != len(files):
         raise DataError(f"candidate names {sorted(candidates)} collide as file names; name them distinctly (NAME=RUN)")
-    prompt = spec.load_prompt() if spec.backend != "rm" else None
+    prompt = spec.load_prompt() if spec.backend not in SCORING_BACKENDS else None
     started = time.time()
     manifest: dict[str, Any] = {
         "format": FORMAT,

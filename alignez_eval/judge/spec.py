@@ -4,6 +4,7 @@ A spec is data: a YAML file, a dict, or a short string
   `hf:PATH_OR_MODEL_NAME[,mode=pairwise,batch_size=8,...]`
   `openai:MODEL@BASE_URL[,api_key_env=VLLM_KEY,concurrency=4,...]`
   `rm:PATH[,label_index=0]`
+  `scorer:HEAD[,margin=0.0,batch_size=8]`   (HEAD: a head file from `train-scorer` or a packaged name)
 Only fields that change a judge's raw output enter `identity()` (and so the cache key);
 margins are applied when verdicts are derived, so changing one re-uses every cached judgment.
 """
@@ -22,7 +23,9 @@ from alignez_eval.errors import ConfigError
 from alignez_eval.hashing import sha256_text
 from alignez_eval.judge.prompts import Prompt, load_prompt
 
-BACKENDS = ("openai", "hf", "rm")
+BACKENDS = ("openai", "hf", "rm", "scorer")
+# Backends that score one answer at a time (single mode only, verdict = score difference).
+SCORING_BACKENDS = ("rm", "scorer")
 MODES = ("pairwise", "single")
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
@@ -45,7 +48,7 @@ HF_DEFAULTS = {"prompt": {"pairwise": "pairwise_anchored"}, "margin": {"pairwise
 class JudgeSpec:
     backend: str
     model: str
-    mode: str | None = None  # default: pairwise (hf, openai); rm -> single (its only mode)
+    mode: str | None = None  # default: pairwise (hf, openai); rm, scorer -> single (their only mode)
     prompt: str | None = None  # packaged prompt name or YAML path; default: the mode's name
     margin: float | None = None
     # Verdict-time length correction β (see judge/verdicts.py): score - β·tanh(ln(len_cand/len_base)).
@@ -88,12 +91,13 @@ class JudgeSpec:
             raise ConfigError(f"judge backend {self.backend!r} is unknown; use one of {BACKENDS}")
         if not self.model:
             raise ConfigError("judge spec names no model; e.g. hf:qwen2.5-coder-1.5b-instruct or openai:gpt-4o@URL")
+        scoring = self.backend in SCORING_BACKENDS
         if self.mode is None:
-            self.mode = "single" if self.backend == "rm" else "pairwise"
+            self.mode = "single" if scoring else "pairwise"
         if self.mode not in MODES:
             raise ConfigError(f"judge mode {self.mode!r} is unknown; use pairwise or single")
-        if self.backend == "rm" and self.mode != "single":
-            raise ConfigError("a reward model scores one answer at a time; use mode=single with the rm backend")
+        if scoring and self.mode != "single":
+            raise ConfigError(f"the {self.backend} backend scores one answer at a time; use mode=single with it")
         hf = self.backend == "hf"
         if self.prompt is None:
             self.prompt = HF_DEFAULTS["prompt"].get(self.mode, self.mode) if hf else self.mode
@@ -102,7 +106,7 @@ class JudgeSpec:
         if self.margin is None:
             self.margin = (HF_DEFAULTS["margin"].get(self.mode) if hf else None)
             if self.margin is None:
-                self.margin = DEFAULT_MARGIN["rm" if self.backend == "rm" else self.mode]
+                self.margin = DEFAULT_MARGIN["rm" if scoring else self.mode]
         if self.length_debias is None:
             self.length_debias = HF_DEFAULTS["length_debias"].get(self.mode, 0.0) if hf else 0.0
         if self.concurrency < 1 or self.batch_size < 1:
@@ -144,6 +148,13 @@ class JudgeSpec:
         # An embedded model is keyed by its registry name, not this machine's path to it, so
         # `hf:NAME` and `hf:$ALIGNEZ_HOME/models/NAME` share judgments (and caches travel).
         model = shareable_text(self.model) if self.backend != "openai" else self.model
+        if self.backend == "scorer":
+            # A head is its content: retraining changes every key, renaming or moving it changes none.
+            from alignez_eval.hashing import sha256_file
+            from alignez_eval.scorer.head import resolve_head_path
+
+            return {"backend": "scorer", "model": "sha256:" + sha256_file(resolve_head_path(self.model)),
+                    "mode": self.mode, "prompt": None, "format": "score"}
         ident: dict[str, Any] = {"backend": self.backend, "model": model, "mode": self.mode,
                                  "prompt": self.load_prompt().tag if self.backend != "rm" else None,
                                  "format": self.output_format}
@@ -175,6 +186,8 @@ class JudgeSpec:
         unit = {"single": f"1-{self.scale} grades", "pairwise": "both orders"}[self.mode or "single"]
         if self.backend == "rm":
             unit = "reward-model scores"
+        if self.backend == "scorer":
+            unit = "scorer scores, one per answer"
         debias = f", length correction {self.length_debias}" if self.length_debias else ""
         return f"{self.backend}:{self.model} ({self.mode}, {unit}, margin {self.margin}{debias})"
 

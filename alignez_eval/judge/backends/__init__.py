@@ -1,5 +1,6 @@
 """Judge backends: `openai` (any OpenAI-compatible endpoint), `hf` (local chat model scored by
-next-token probabilities), `rm` (sequence-classification reward model)."""
+next-token probabilities), `rm` (sequence-classification reward model), `scorer` (a Bradley–Terry head on frozen features,
+trained by `train-scorer`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ def make_backend(spec: JudgeSpec) -> Backend:
         from alignez_eval.judge.backends.hf import HFBackend
 
         return HFBackend(spec)
+    if spec.backend == "scorer":
+        from alignez_eval.judge.backends.scorer import ScorerBackend
+
+        return ScorerBackend(spec)
     from alignez_eval.judge.backends.rm import RewardModelBackend
 
     return RewardModelBackend(spec)

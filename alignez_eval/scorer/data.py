@@ -1,0 +1,181 @@
+"""Reference annotations as training pairs for the scorer.
+
+Reads AlpacaEval annotations (a JSON list, JSONL, either optionally gzipped) of
+{instruction, output_1, output_2, preference[, generator_1, generator_2]} and keeps the preference
+as a probability that output_2 is better:
+  hard 1 / 2          -> 0.0 / 1.0
+  soft p in [1, 2]    -> p - 1        (AlpacaEval 2's weighted annotator)
+  0 or 1.5            -> 0.5          (a tie)
+  null / NaN          -> the row is skipped, and counted
+Anything else is one DataError naming the file, the row and the fix.
+
+Generators are compared by family name: AlpacaEval 2's prompted variants `X_concise` and
+`X_verbose` are the model X, so X in training and X_verbose in evaluation is an overlap.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignez_eval.errors import DataError
+
+VARIANT_SUFFIXES = ("_concise", "_verbose")
+FIX = ("each row needs instruction, output_1, output_2 (text) and preference (1 = output_1 better, 2 = output_2, "
+       "a value in between = soft, 0 or 1.5 = tie, null = skip)")
+
+
+@dataclass(frozen=True)
+class PrefPair:
+    instruction: str
+    output_1: str
+    output_2: str
+    p2: float  # probability that output_2 is the better answer
+    generator_1: str
+    generator_2: str
+    source: str  # file name the row came from
+    row: int
+
+
+def generator_family(name: str) -> str:
+    for suffix in VARIANT_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def preference_to_p2(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r} is a {type(value).__name__}, not a number")
+    try:
+        num = float(value)
+    except ValueError:
+        if str(value).strip().lower() in ("null", "none"):
+            return None
+        raise ValueError(f"{value!r} is not a number") from None
+    if math.isnan(num):
+        return None
+    if num == 0:
+        return 0.5
+    if not 1 <= num <= 2:
+        raise ValueError(f"{value!r} is outside 1..2 (and not 0)")
+    return num - 1.0
+
+
+def read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except OSError as exc:
+            raise DataError(f"{path}: a damaged gzip file ({exc}); download it again") from None
+    try:
+        return raw.decode("utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON or JSONL") from None
+
+
+def _records(path: Path, text: str) -> list[tuple[str, Any]]:
+    body = text.strip()
+    if body.startswith("["):
+        try:
+            return [(f"row {i}", r) for i, r in enumerate(json.loads(body))]
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); give a JSON list "
+                            "(AlpacaEval annotations.json) or JSONL") from None
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((f"row {len(out)} (line {lineno})", json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {lineno}: not a JSON object ({exc.msg}); JSONL needs one complete "
+                            "object per line (or give a JSON list)") from None
+    if not out:
+        raise DataError(f"{path} holds no annotations; {FIX}")
+    return out
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_pairs(path: str | Path) -> tuple[list[PrefPair], int]:
+    """-> (pairs, rows skipped for a null preference)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"annotation file {path} does not exist; pass AlpacaEval annotations (JSON list or "
+                        "JSONL, optionally .gz)")
+    pairs, skipped = [], 0
+    for row, (where, rec) in enumerate(_records(path, read_text(path))):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path} {where}: a {type(rec).__name__}, not an object; {FIX}")
+        missing = [k for k in ("instruction", "output_1", "output_2", "preference") if k not in rec]
+        if missing:
+            raise DataError(f"{path} {where}: missing {', '.join(missing)}; {FIX}")
+        for k in ("instruction", "output_1", "output_2"):
+            if not isinstance(rec[k], str):
+                raise DataError(f"{path} {where}: {k} is {type(rec[k]).__name__}, not text; {FIX}")
+        try:
+            p2 = preference_to_p2(rec["preference"])
+        except ValueError as exc:
+            raise DataError(f"{path} {where}: preference {exc}; {FIX}") from None
+        if p2 is None:
+            skipped += 1
+            continue
+        pairs.append(PrefPair(rec["instruction"], rec["output_1"], rec["output_2"], p2,
+                              str(rec.get("generator_1") or "(none)"), str(rec.get("generator_2") or "(none)"),
+                              path.name, row))
+    return pairs, skipped
+
+
+def generators(pairs: Iterable[PrefPair]) -> set[str]:
+    return {generator_family(g) for p in pairs for g in (p.generator_1, p.generator_2)}
+
+
+def check_disjoint(train: Sequence[PrefPair], evaluation_generators: Iterable[str], *,
+                   shared_reference: Iterable[str] = ()) -> None:
+    """Refuse a generator in both training and evaluation data (compared by family name). The
+    common reference answerer (text_davinci_003 for AlpacaEval 1) may be named in `shared_reference`:
+    its answers are the baseline side of every pair, not a system being judged."""
+    allowed = {generator_family(g) for g in shared_reference}
+    overlap = sorted((generators(train) & {generator_family(g) for g in evaluation_generators}) - allowed)
+    if overlap:
+        raise DataError(f"generator(s) {overlap} appear in both the training and the evaluation data, so agreement "
+                        "would be measured on answers the scorer learned from; drop them from training "
+                        "(--exclude-generators) or evaluate on other generators")
+
+
+def instruction_split(instructions: Iterable[str], share: float, seed: int = 0) -> set[str]:
+    """A seeded share of the distinct instructions (the training side of a split by instruction)."""
+    uniq = sorted(set(instructions))
+    rng = random.Random(seed)
+    rng.shuffle(uniq)
+    return set(uniq[: round(share * len(uniq))])
+
+
+def sample_per_generator(pairs: Sequence[PrefPair], per_generator: int, seed: int = 0) -> list[PrefPair]:
+    """At most `per_generator` rows of each generator_2 (seeded), in file order."""
+    by_gen: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        by_gen.setdefault(p.generator_2, []).append(i)
+    rng = random.Random(seed)
+    keep: set[int] = set()
+    for gen in sorted(by_gen):
+        idx = by_gen[gen]
+        keep.update(idx if len(idx) <= per_generator else rng.sample(idx, per_generator))
+    return [pairs[i] for i in sorted(keep)]

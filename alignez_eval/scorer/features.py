@@ -1,0 +1,288 @@
+"""Frozen features of a causal LM for (instruction, answer) pairs: the scorer's input.
+
+An answer is rendered as the feature model's chat (user = instruction, assistant = answer, the
+answer cut to `max_answer_tokens`), run once through the backbone (no LM head, and only up to the
+deepest layer asked for, since nothing above it is read), and pooled at each layer in `layers`:
+  mean   the mean hidden state over the answer's tokens (the instruction is context, not content)
+  last   the hidden state of the last token
+Layer l is hidden_states[l]: 0 is the embeddings, l >= 1 the output of block l; the deepest layer
+read goes through the model's final norm, as the last hidden state of a model that ends there
+(the pass stops at that block, and transformers norms the last hidden state it returns).
+
+`FeatureStore` keeps every extracted vector on disk, content-addressed by (feature identity,
+instruction, answer), in safetensors shards written atomically as extraction goes: an interrupted
+run resumes where it stopped and a finished one is never recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from alignez_eval.atomic import atomic_write_safetensors
+from alignez_eval.errors import ConfigError, DataError
+from alignez_eval.hashing import sha256_text
+from alignez_eval.models.paths import alignez_home
+from alignez_eval.scorer.spec import FeatureSpec, answer_key
+
+logger = logging.getLogger(__name__)
+
+FEATURE_FORMAT = "alignez-eval/scorer-features/1"
+SHARD_SIZE = 256
+# Instructions longer than this are cut too (a few AlpacaEval ones hold whole documents).
+MAX_INSTRUCTION_TOKENS = 256
+
+
+def resolve_model_dir(name: str) -> Path:
+    from alignez_eval.judge.backends.loading import resolve_model_path
+
+    return Path(resolve_model_path(name))
+
+
+@dataclass
+class FeatureExtractor:
+    """Loads the feature model's backbone once and turns (instruction, answer) pairs into vectors."""
+
+    spec: FeatureSpec
+    batch_size: int = 8
+    device: str = "cpu"
+    model: Any = field(default=None, repr=False)
+    tokenizer: Any = field(default=None, repr=False)
+    forward_passes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            self._load()
+        self.dim = int(self.model.config.hidden_size)
+        n_layers = int(self.model.config.num_hidden_layers)
+        if max(self.spec.layers) > n_layers:
+            raise ConfigError(f"scorer layer {max(self.spec.layers)} does not exist: {self.spec.model} has "
+                              f"{n_layers} blocks (hidden states 0..{n_layers})")
+        # Blocks above the deepest layer read are never needed: drop them for the pass.
+        layers = _decoder_layers(self.model)
+        if layers is not None and max(self.spec.layers) < len(layers):
+            del layers[max(self.spec.layers):]
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def _load(self) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_model_dir(self.spec.model)
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.spec.dtype]
+        logger.info("loading scorer feature model %s (%s, backbone only)", self.spec.model, self.spec.dtype)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path, dtype=dtype).to(self.device).eval()
+
+    @property
+    def width(self) -> int:
+        return self.dim * len(self.spec.blocks)
+
+    def render(self, instruction: str, answer: str) -> tuple[list[int], int]:
+        """-> (token ids, index of the first answer token)."""
+        tok = self.tokenizer
+        ids = tok(answer, add_special_tokens=False)["input_ids"][: self.spec.max_answer_tokens]
+        answer = tok.decode(ids)
+        q_ids = tok(instruction, add_special_tokens=False)["input_ids"]
+        if len(q_ids) > MAX_INSTRUCTION_TOKENS:
+            instruction = tok.decode(q_ids[:MAX_INSTRUCTION_TOKENS])
+        if getattr(tok, "chat_template", None):
+            prefix = tok.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False,
+                                             add_generation_prompt=True)
+        else:
+            prefix = f"Human: {instruction}\nAssistant: "
+        head = tok(prefix, add_special_tokens=not getattr(tok, "chat_template", None))["input_ids"]
+        body = tok(answer, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
+        return list(head) + list(body), len(head)
+
+    @torch.no_grad()
+    def _batch(self, rendered: list[tuple[list[int], int]]) -> np.ndarray:
+        n, width = len(rendered), max(len(ids) for ids, _ in rendered)
+        pad = int(self.tokenizer.pad_token_id)
+        input_ids = torch.full((n, width), pad, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        answer_mask = torch.zeros((n, width), dtype=torch.float32)
+        for i, (ids, start) in enumerate(rendered):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+            answer_mask[i, start: len(ids)] = 1.0
+        out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                         output_hidden_states=True, use_cache=False)
+        self.forward_passes += n
+        hs = out.hidden_states
+        last = mask.sum(1) - 1
+        rows = torch.arange(n)
+        cols = []
+        for layer, pool in self.spec.blocks:
+            h = hs[layer].float().cpu()
+            if pool == "mean":
+                w = answer_mask / answer_mask.sum(1, keepdim=True).clamp_min(1.0)
+                cols.append(torch.einsum("nt,ntd->nd", w, h))
+            else:
+                cols.append(h[rows, last])
+        return torch.cat(cols, dim=1).numpy().astype(np.float32)
+
+    def extract(self, items: Sequence[tuple[str, str]], progress: bool = True) -> np.ndarray:
+        """Vectors for `items` (instruction, answer), in order. Batches are formed by length."""
+        rendered = [self.render(i, a) for i, a in items]
+        order = sorted(range(len(items)), key=lambda k: len(rendered[k][0]))
+        out = np.zeros((len(items), self.width), dtype=np.float32)
+        bar = tqdm(total=len(items), desc="scorer features", unit="answer", disable=not progress, leave=False)
+        for s in range(0, len(order), self.batch_size):
+            idx = order[s: s + self.batch_size]
+            out[idx] = self._batch([rendered[k] for k in idx])
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+
+def _decoder_layers(model: Any) -> Any:
+    for path in ("layers", "model.layers", "h", "transformer.h", "gpt_neox.layers"):
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    return None
+
+
+def default_store_root() -> Path:
+    return alignez_home() / "scorer" / "features"
+
+
+class FeatureStore:
+    """Vectors on disk for one FeatureSpec: `ROOT/<identity hash>/shard-NNNNN.safetensors`, each shard
+    holding `features` [n, width] and its rows' answer keys in the metadata. Shards are written
+    atomically; a torn or foreign file is skipped with a warning (its rows are recomputed)."""
+
+    def __init__(self, spec: FeatureSpec, root: str | os.PathLike[str] | None = None) -> None:
+        self.spec = spec
+        self.dir = Path(root or default_store_root()) / spec.identity_hash()[:24]
+        self.index: dict[str, tuple[str, int]] = {}  # key -> (shard number, row)
+        self._shards: dict[str, np.ndarray] = {}
+        self.width: int | None = None
+        self._scan()
+
+    def _scan(self) -> None:
+        from safetensors import safe_open
+
+        if not self.dir.is_dir():
+            return
+        for path in sorted(self.dir.glob("shard-*.safetensors")):
+            try:
+                num = path.stem.split("-", 1)[1]
+                with safe_open(str(path), framework="numpy") as f:
+                    meta = f.metadata() or {}
+                    if meta.get("format") != FEATURE_FORMAT or meta.get("identity") != self.spec.identity_hash():
+                        raise ValueError("written for other features")
+                    keys = json.loads(meta["keys"])
+                    shape = f.get_slice("features").get_shape()
+                if len(keys) != shape[0]:
+                    raise ValueError("keys and rows differ")
+            except Exception as exc:  # noqa: BLE001 -- any unreadable shard is recomputed, never trusted
+                logger.warning("scorer feature shard %s is unreadable (%s); its answers will be recomputed", path, exc)
+                continue
+            self.width = int(shape[1])
+            for row, key in enumerate(keys):
+                self.index[key] = (num, row)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _shard(self, num: str) -> np.ndarray:
+        if num not in self._shards:
+            from safetensors.numpy import load_file
+
+            self._shards[num] = load_file(str(self.dir / f"shard-{num}.safetensors"))["features"]
+        return self._shards[num]
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        rows = [self._shard(self.index[k][0])[self.index[k][1]] for k in keys]
+        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.width or 0), np.float32)
+
+    def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        if not len(keys):
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # Named by content, so two processes filling one store never pick the same file name.
+        num = sha256_text("\n".join(keys))[:16]
+        meta = {"format": FEATURE_FORMAT, "identity": self.spec.identity_hash(),
+                "keys": json.dumps(list(keys))}
+        atomic_write_safetensors(self.dir / f"shard-{num}.safetensors",
+                                 {"features": torch.from_numpy(np.ascontiguousarray(vectors))}, metadata=meta)
+        (self.dir / "spec.json").write_text(json.dumps(self.spec.identity(), indent=1))
+        self._shards[num] = vectors
+        self.width = int(vectors.shape[1])
+        for row, key in enumerate(keys):
+            self.index[key] = (num, row)
+
+
+def compatible_stores(spec: FeatureSpec, root: str | os.PathLike[str] | None = None) -> list[tuple[FeatureStore, np.ndarray]]:
+    """Stores under `root` whose vectors contain every block of `spec` (same model, answer cut,
+    dtype and rendering; a superset of layers and poolings), with the columns that are `spec`'s.
+    A head trained on some of a study's features reads them from the study's store."""
+    root = Path(root or default_store_root())
+    want = spec.identity()
+    found = []
+    for path in sorted(root.glob("*/spec.json")) if root.is_dir() else []:
+        try:
+            ident = json.loads(path.read_text())
+            other = FeatureSpec(model=ident["model"], layers=tuple(ident["layers"]), poolings=tuple(ident["poolings"]),
+                                max_answer_tokens=int(ident["max_answer_tokens"]), dtype=ident["dtype"])
+        except (OSError, ValueError, KeyError, ConfigError):
+            continue
+        same = all(ident.get(k) == want[k] for k in ("model", "max_answer_tokens", "dtype", "render"))
+        if not same or not set(spec.blocks) <= set(other.blocks):
+            continue
+        store = FeatureStore(other, root)
+        if len(store) and store.width:
+            found.append((store, other.columns(spec, store.width // len(other.blocks))))
+    return found
+
+
+def features_for(items: Sequence[tuple[str, str]], spec: FeatureSpec, *,
+                 store_root: str | os.PathLike[str] | None = None, use_store: bool = True,
+                 extractor: FeatureExtractor | None = None, batch_size: int = 8, shard_size: int = SHARD_SIZE,
+                 progress: bool = True) -> tuple[np.ndarray, FeatureExtractor | None]:
+    """Vectors of `items` (instruction, answer) in order: read from any compatible store, the rest
+    computed and stored shard by shard (so an interrupted run resumes). -> (matrix, the extractor
+    if one had to be loaded, else the one given)."""
+    if not items:
+        raise DataError("no answers to compute scorer features for")
+    keys = [answer_key(i, a) for i, a in items]
+    found: dict[str, np.ndarray] = {}
+    own = FeatureStore(spec, store_root) if use_store else None
+    for store, cols in compatible_stores(spec, store_root) if use_store else []:
+        hit = [k for k in dict.fromkeys(keys) if k in store and k not in found]
+        if hit:
+            found.update(zip(hit, store.get(hit)[:, cols], strict=True))
+    todo = {k: it for k, it in zip(keys, items, strict=True) if k not in found}
+    if todo:
+        extractor = extractor or FeatureExtractor(spec, batch_size=batch_size)
+        pending = list(todo.items())
+        logger.info("scorer features: %d of %d answers stored, %d to compute", len(set(keys)) - len(pending),
+                    len(set(keys)), len(pending))
+        bar = tqdm(total=len(pending), desc="scorer features", unit="answer", disable=not progress)
+        for s in range(0, len(pending), shard_size):
+            chunk = pending[s: s + shard_size]
+            vecs = extractor.extract([it for _, it in chunk], progress=False)
+            if own is not None:
+                own.put([k for k, _ in chunk], vecs)
+            found.update(zip([k for k, _ in chunk], vecs, strict=True))
+            bar.update(len(chunk))
+        bar.close()
+    return np.stack([found[k] for k in keys]).astype(np.float32), extractor
