@@ -73,3 +73,17 @@ def test_an_edit_moves_the_margins(tiny_dir, tmp_path):
     assert max(abs(a - b) for a, b in zip(edited, unedited, strict=True)) > 1e-4
     lm.set_edit("none")
     assert pair_margins(lm, PAIRS, progress=False) == pytest.approx(unedited, abs=1e-9)
+
+
+def test_truncate_pairs_keeps_prompt_plus_answer_within_max_length(tiny_dir):
+    from alignez_eval.dpo.prefacc import truncate_pairs
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir("llama"))
+    long = PrefPair("x", "Fox?", "The quick brown fox jumps over the lazy dog. " * 20, "0123456789 " * 30, 1)
+    short = PAIRS[0]
+    cut_long, cut_short = truncate_pairs([long, short], tok, 120)
+    assert cut_short == short  # already fits: untouched
+    room = 120 - len(tok(long.prompt, add_special_tokens=False).input_ids)
+    for text, full in ((cut_long.chosen, long.chosen), (cut_long.rejected, long.rejected)):
+        assert full.startswith(text) and len(text) < len(full)
+        assert room - 2 <= len(tok(" " + text, add_special_tokens=False).input_ids) <= room

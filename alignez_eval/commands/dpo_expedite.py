@@ -14,8 +14,8 @@ logger = logging.getLogger(__name__)
 EPILOG = """\
 example (the committed reports/dpo_expedite run; see docs/dpo.md):
   alignez-eval dpo-expedite --model gemma-3-270m --pref-data hh-rlhf/harmless-base/test.jsonl.gz \\
-      --tuned pretrained=smollm2-135m-instruct,dtype=float32 --pool 80 --shares 10%,50%,100% \\
-      --eval-pairs 200 --eval-prompts 48 --name dpo_expedite
+      --tuned pretrained=smollm2-135m-instruct,dtype=float32 --pool 64 --shares 12.5%,100% \\
+      --eval-pairs 60 --eval-prompts 32 --dpo-max-length 128 --dpo-batch-size 2 --max-gen-toks 64
 
 What runs (every step cached under --work-dir, default runs/NAME):
   1. the preference file's pairs are split once, disjoint by prompt: --eval-pairs + --eval-prompts held
@@ -39,7 +39,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pref-data", required=True, type=Path, help="preference pool: HH-RLHF transcripts or "
                    "prompt/chosen/rejected (.jsonl, .jsonl.gz, .json)")
     p.add_argument("--tuned", help="model_args of the tuned reference (gap closed is relative to it)")
-    p.add_argument("--judge", help="judge spec (default: the demo's default judge, with its agreement file)")
+    p.add_argument("--judge", help="judge spec (default: the project's default judge, alignez_eval.judge.defaults)")
     p.add_argument("--judge-reference", type=Path, help="agreement.json stated in the report (default: the "
                    "default judge's, when the default judge is used)")
     p.add_argument("--name", default="dpo_expedite", help="reports/NAME/ (default %(default)s)")
@@ -78,10 +78,11 @@ def main(args: argparse.Namespace) -> int:
     if judge is None and args.train_only:
         judge = "none (train only)"
     elif judge is None:
-        from alignez_eval.models import model_path
+        from alignez_eval.judge.defaults import DEFAULT_JUDGE
 
-        judge = f"hf:{model_path(demo.JUDGE)}"
-        reference = reference or demo.JUDGE_REFERENCE
+        judge = DEFAULT_JUDGE
+        if judge == f"hf:{demo.JUDGE}":  # the generative default: its measured agreement goes in the header
+            reference = reference or demo.JUDGE_REFERENCE
         logger.info("judge: the default (%s), agreement from %s", judge, reference)
     fit = {**demo.DEFAULT_FIT, **{k: v for k, v in fit_settings(args).items() if v is not None}}
     cfg = ExpediteConfig(
