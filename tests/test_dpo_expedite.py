@@ -29,7 +29,13 @@ def test_expedite_end_to_end(tiny_dir, tmp_path):
         tuned=f"pretrained={tiny_dir('qwen2', 1)}", pool=8, shares=["25%", "100%"], eval_pairs=3, eval_prompts=3,
         dpo=DPOSettings(lora_r=2, batch_size=2, max_steps=1, max_length=160), max_gen_toks=6, batch_size=4,
         fit=dict(FIT), work_dir=tmp_path / "runs", report_root=tmp_path / "reports", judge_check=False)
+    import dataclasses
+
+    first = run_expedite(dataclasses.replace(cfg, judge_enabled=False))  # fits, generations, margins only
+    assert "report" not in first and set(first["accuracy"]) == {"base", "alignez", "dpo-25pct",
+                                                                 "dpo-25pct+alignez", "dpo-100pct", "tuned"}
     out = run_expedite(cfg)
+    assert out["accuracy"] == first["accuracy"]
     table = list(csv.DictReader(out["summary"]["csv"].open(encoding="utf-8")))
     systems = [r["system"] for r in table]
     assert systems == ["base", "alignez", "dpo-25pct", "dpo-25pct+alignez", "dpo-100pct", "tuned"]

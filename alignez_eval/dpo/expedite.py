@@ -66,6 +66,7 @@ class ExpediteConfig:
     judge_check_n: int | None = None
     judge_reference: Path | None = None
     train_only: bool = False  # stop after the adapters are trained
+    judge_enabled: bool = True  # False: fits, generations and preference accuracy only (no judge, no report)
 
     def __post_init__(self) -> None:
         self.work_dir = Path(self.work_dir or Path("runs") / self.name)
@@ -125,21 +126,23 @@ def run_expedite(cfg: ExpediteConfig) -> dict[str, Any]:
                        for label, (share, path, _m) in adapters.items()],
     )
     pipeline = ComparePipeline(ccfg)
-    result = pipeline.run()
-    from transformers import AutoTokenizer
-
     from alignez_eval.dpo.prefacc import truncate_pairs
 
     # margins on what DPO saw: prompt + answer cut to max_length tokens of the base tokenizer
-    eval_pairs = truncate_pairs(split.eval_pairs, AutoTokenizer.from_pretrained(base), cfg.dpo.max_length)
-    accuracy = preference_accuracies(pipeline, eval_pairs, cfg)
+    eval_pairs = truncate_pairs(split.eval_pairs, tokenizer, cfg.dpo.max_length)
+    margins = generate_and_score(pipeline, eval_pairs, cfg)
+    if not cfg.judge_enabled:
+        return {"margins": margins, "accuracy": accuracies(margins, cfg.seed)}
+    result = pipeline.run()  # every fit and generation is cached by now: this judges and reports
+    accuracy = accuracies(margins, cfg.seed)
     summary = write_summary(cfg, result.report, accuracy, adapters, split.describe())
     return {"report": result.report, "summary": summary, "accuracy": accuracy}
 
 
-def preference_accuracies(pipeline: Any, eval_pairs: list[Any], cfg: ExpediteConfig) -> dict[str, dict[str, Any]]:
-    """Every system's margins on the held-out pairs (a cached step per system) and its accuracy vs the base."""
-    from alignez_eval.dpo.prefacc import pair_margins, preference_accuracy
+def generate_and_score(pipeline: Any, eval_pairs: list[Any], cfg: ExpediteConfig) -> dict[str, list[float]]:
+    """Per model, loaded once: each of its systems' fit and generation (compare's own cached steps)
+    and its margins on the held-out pairs (a cached step per system)."""
+    from alignez_eval.dpo.prefacc import pair_margins
     from alignez_eval.pipeline import parts
     from alignez_eval.pipeline.compare import ModelSlot
 
@@ -151,6 +154,7 @@ def preference_accuracies(pipeline: Any, eval_pairs: list[Any], cfg: ExpediteCon
         try:
             for system in (s for s in pipeline.systems.values() if s.model == key):
                 edit = pipeline.fit_step(slot, system.method, ds) if system.method else None
+                pipeline.gen_step(slot, system, ds, edit)
                 settings = dict(cfg.edit) if edit is not None else {}
                 inputs = {"model": entry.identity, "load_args": {k: v for k, v in entry.load_args.items()
                                                                  if k != "pretrained"},
@@ -160,18 +164,20 @@ def preference_accuracies(pipeline: Any, eval_pairs: list[Any], cfg: ExpediteCon
                 def produce(out: Path, slot=slot, edit=edit, settings=settings) -> dict[str, Any]:
                     lm = slot.get()
                     parts.set_edit(lm, edit.path / "edit.safetensors" if edit is not None else None, settings)
-                    m = pair_margins(lm, eval_pairs)
-                    return {"margins": m}
+                    return {"margins": pair_margins(lm, eval_pairs)}
 
                 margins[system.name] = pipeline.cache.run("prefacc", system.name, inputs, produce).meta["margins"]
         finally:
             slot.close()
+    return margins
+
+
+def accuracies(margins: dict[str, list[float]], seed: int = 0) -> dict[str, dict[str, Any]]:
+    from alignez_eval.dpo.prefacc import preference_accuracy
+
     base = margins["base"]
-    out = {}
-    for name, m in margins.items():
-        acc = preference_accuracy(m, base, seed=cfg.seed)
-        out[name] = acc.to_dict() | {"mean_margin": sum(m) / len(m)}
-    return out
+    return {name: preference_accuracy(m, base, seed=seed).to_dict() | {"mean_margin": sum(m) / len(m)}
+            for name, m in margins.items()}
 
 
 def _read_leaderboard(csv_path: Path) -> dict[str, dict[str, str]]:
