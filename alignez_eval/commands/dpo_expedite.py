@@ -51,6 +51,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     s.add_argument("--eval-pairs", type=int, default=200, help="held-out pairs for preference accuracy")
     s.add_argument("--eval-prompts", type=int, default=48, help="held-out single-turn prompts, judged")
     s.add_argument("--split-seed", type=int, default=0)
+    s.add_argument("--prefacc-pairs", type=int, help="score preference accuracy on the first N held-out pairs "
+                   "only (default: all --eval-pairs; each pair is two forwards per system)")
     t = p.add_argument_group("LoRA and DPO settings (as train-dpo)")
     for f in dataclasses.fields(DPOSettings):
         t.add_argument("--dpo-" + f.name.replace("_", "-"), dest="dpo_" + f.name, default=None,
@@ -95,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
         dtype=args.dtype, max_gen_toks=args.max_gen_toks, batch_size=args.batch_size, fit=fit,
         edit=edit_settings(args), seed=args.seed, work_dir=args.work_dir, report_root=args.report_root,
         judge_check=not args.no_judge_check, judge_check_n=args.judge_check_n, judge_reference=reference,
-        train_only=args.train_only, judge_enabled=not args.no_judge,
+        train_only=args.train_only, judge_enabled=not args.no_judge, prefacc_pairs=args.prefacc_pairs,
     )
     out = run_expedite(cfg)
     if args.train_only:

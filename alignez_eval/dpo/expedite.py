@@ -66,6 +66,7 @@ class ExpediteConfig:
     judge_check_n: int | None = None
     judge_reference: Path | None = None
     train_only: bool = False  # stop after the adapters are trained
+    prefacc_pairs: int | None = None  # score only the first N held-out pairs (None: all)
     judge_enabled: bool = True  # False: fits, generations and preference accuracy only (no judge, no report)
 
     def __post_init__(self) -> None:
@@ -129,7 +130,7 @@ def run_expedite(cfg: ExpediteConfig) -> dict[str, Any]:
     from alignez_eval.dpo.prefacc import truncate_pairs
 
     # margins on what DPO saw: prompt + answer cut to max_length tokens of the base tokenizer
-    eval_pairs = truncate_pairs(split.eval_pairs, tokenizer, cfg.dpo.max_length)
+    eval_pairs = truncate_pairs(split.eval_pairs[: cfg.prefacc_pairs], tokenizer, cfg.dpo.max_length)
     margins = generate_and_score(pipeline, eval_pairs, cfg)
     if not cfg.judge_enabled:
         return {"margins": margins, "accuracy": accuracies(margins, cfg.seed)}
