@@ -60,6 +60,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("generation and judging")
     r.add_argument("--dtype", default="float32", help="dtype of the evaluated models (default %(default)s)")
     r.add_argument("--max-gen-toks", type=int, default=96, help="new tokens per answer (default %(default)s)")
+    r.add_argument("--limit", type=int, help="judge (and fit AlignEZ on) this many held-out prompts, spread over "
+                   "them (default: all --eval-prompts)")
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--work-dir", type=Path)
@@ -98,6 +100,7 @@ def main(args: argparse.Namespace) -> int:
         edit=edit_settings(args), seed=args.seed, work_dir=args.work_dir, report_root=args.report_root,
         judge_check=not args.no_judge_check, judge_check_n=args.judge_check_n, judge_reference=reference,
         train_only=args.train_only, judge_enabled=not args.no_judge, prefacc_pairs=args.prefacc_pairs,
+        limit=args.limit,
     )
     out = run_expedite(cfg)
     if args.train_only:

@@ -66,6 +66,7 @@ class ExpediteConfig:
     judge_check_n: int | None = None
     judge_reference: Path | None = None
     train_only: bool = False  # stop after the adapters are trained
+    limit: int | None = None  # judge (and fit AlignEZ on) this many of the held-out prompts, spread
     prefacc_pairs: int | None = None  # score only the first N held-out pairs (None: all)
     judge_enabled: bool = True  # False: fits, generations and preference accuracy only (no judge, no report)
 
@@ -119,7 +120,7 @@ def run_expedite(cfg: ExpediteConfig) -> dict[str, Any]:
     model_args = f"pretrained={base},dtype={cfg.dtype}"
     ccfg = CompareConfig(
         base=model_args, tuned=cfg.tuned, tasks=[TASK], judge=cfg.judge, name=cfg.name, methods=["alignez"],
-        limit=None, edit=dict(cfg.edit), fit=dict(cfg.fit), gen_kwargs={"max_gen_toks": cfg.max_gen_toks},
+        limit=cfg.limit, edit=dict(cfg.edit), fit=dict(cfg.fit), gen_kwargs={"max_gen_toks": cfg.max_gen_toks},
         batch_size=cfg.batch_size, seed=cfg.seed, work_dir=cfg.work_dir / "compare", report_root=cfg.report_root,
         judge_check=cfg.judge_check, judge_check_n=cfg.judge_check_n, judge_reference=cfg.judge_reference,
         include_path=(str(tasks),),
@@ -141,8 +142,9 @@ def run_expedite(cfg: ExpediteConfig) -> dict[str, Any]:
 
 
 def generate_and_score(pipeline: Any, eval_pairs: list[Any], cfg: ExpediteConfig) -> dict[str, list[float]]:
-    """Per model, loaded once: each of its systems' fit and generation (compare's own cached steps)
-    and its margins on the held-out pairs (a cached step per system)."""
+    """Two passes over the models, each model loaded once per pass: first every system's fit and its
+    margins on the held-out pairs (the judge-free result, complete before any generation), then
+    every system's generations (compare's own cached steps, which `compare` then only judges)."""
     from alignez_eval.dpo.prefacc import pair_margins
     from alignez_eval.pipeline import parts
     from alignez_eval.pipeline.compare import ModelSlot
@@ -150,26 +152,35 @@ def generate_and_score(pipeline: Any, eval_pairs: list[Any], cfg: ExpediteConfig
     pair_ids = [p.id for p in eval_pairs]
     ds = next(iter(pipeline.variants))
     margins: dict[str, list[float]] = {}
-    for key, entry in pipeline.models.items():
-        slot = ModelSlot(entry, cfg.batch_size, pipeline.stats)
-        try:
-            for system in (s for s in pipeline.systems.values() if s.model == key):
-                edit = pipeline.fit_step(slot, system.method, ds) if system.method else None
-                pipeline.gen_step(slot, system, ds, edit)
-                settings = dict(cfg.edit) if edit is not None else {}
-                inputs = {"model": entry.identity, "load_args": {k: v for k, v in entry.load_args.items()
-                                                                 if k != "pretrained"},
-                          "edit": edit.meta["edit_sha256"] if edit is not None else None,
-                          "edit_settings": settings, "pairs": pair_ids}
+    edits: dict[str, Any] = {}
+    for generate in (False, True):
+        for key, entry in pipeline.models.items():
+            slot = ModelSlot(entry, cfg.batch_size, pipeline.stats)
+            try:
+                for system in (s for s in pipeline.systems.values() if s.model == key):
+                    if system.method and system.name not in edits:
+                        edits[system.name] = pipeline.fit_step(slot, system.method, ds)
+                    edit = edits.get(system.name)
+                    if generate:
+                        pipeline.gen_step(slot, system, ds, edit)
+                        continue
+                    settings = dict(cfg.edit) if edit is not None else {}
+                    inputs = {"model": entry.identity, "load_args": {k: v for k, v in entry.load_args.items()
+                                                                     if k != "pretrained"},
+                              "edit": edit.meta["edit_sha256"] if edit is not None else None,
+                              "edit_settings": settings, "pairs": pair_ids}
 
-                def produce(out: Path, slot=slot, edit=edit, settings=settings) -> dict[str, Any]:
-                    lm = slot.get()
-                    parts.set_edit(lm, edit.path / "edit.safetensors" if edit is not None else None, settings)
-                    return {"margins": pair_margins(lm, eval_pairs)}
+                    def produce(out: Path, slot=slot, edit=edit, settings=settings) -> dict[str, Any]:
+                        lm = slot.get()
+                        parts.set_edit(lm, edit.path / "edit.safetensors" if edit is not None else None, settings)
+                        return {"margins": pair_margins(lm, eval_pairs)}
 
-                margins[system.name] = pipeline.cache.run("prefacc", system.name, inputs, produce).meta["margins"]
-        finally:
-            slot.close()
+                    margins[system.name] = pipeline.cache.run("prefacc", system.name, inputs, produce).meta["margins"]
+            finally:
+                slot.close()
+        if not generate:
+            logger.info("preference accuracy: %s", {k: round(v["accuracy"], 3)
+                                                     for k, v in accuracies(margins, cfg.seed).items()})
     return margins
 
 
