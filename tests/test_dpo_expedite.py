@@ -34,6 +34,7 @@ def test_expedite_end_to_end(tiny_dir, tmp_path):
     first = run_expedite(dataclasses.replace(cfg, judge_enabled=False))  # fits, generations, margins only
     assert "report" not in first and set(first["accuracy"]) == {"base", "alignez", "dpo-25pct",
                                                                  "dpo-25pct+alignez", "dpo-100pct", "tuned"}
+    assert "Not judged" in first["summary"]["md"].read_text(encoding="utf-8")
     out = run_expedite(cfg)
     assert out["accuracy"] == first["accuracy"]
     table = list(csv.DictReader(out["summary"]["csv"].open(encoding="utf-8")))

@@ -134,7 +134,9 @@ def run_expedite(cfg: ExpediteConfig) -> dict[str, Any]:
     eval_pairs = truncate_pairs(split.eval_pairs[: cfg.prefacc_pairs], tokenizer, cfg.dpo.max_length)
     margins = generate_and_score(pipeline, eval_pairs, cfg)
     if not cfg.judge_enabled:
-        return {"margins": margins, "accuracy": accuracies(margins, cfg.seed)}
+        accuracy = accuracies(margins, cfg.seed)
+        summary = write_summary(cfg, None, accuracy, adapters, split.describe())
+        return {"margins": margins, "accuracy": accuracy, "summary": summary}
     result = pipeline.run()  # every fit and generation is cached by now: this judges and reports
     accuracy = accuracies(margins, cfg.seed)
     summary = write_summary(cfg, result.report, accuracy, adapters, split.describe())
@@ -204,10 +206,15 @@ def _f(v: Any, pct: bool = False) -> str:
     return f"{100 * x:.1f}" if pct else f"{x:+.1f}"
 
 
-def write_summary(cfg: ExpediteConfig, report: dict[str, Path], accuracy: dict[str, dict[str, Any]],
+def write_summary(cfg: ExpediteConfig, report: dict[str, Path] | None, accuracy: dict[str, dict[str, Any]],
                   adapters: dict[str, tuple[str, Path, dict[str, Any]]], split: dict[str, int]) -> dict[str, Path]:
-    board = _read_leaderboard(report["csv"])
-    out = Path(report["md"]).parent
+    """expedite.{md,csv,png}: compare's Net and gap closed (when judged; `report` None: not judged) beside
+    every system's preference accuracy."""
+    from alignez_eval.report.leaderboard import safe_name
+
+    board = _read_leaderboard(report["csv"]) if report is not None else {}
+    out = Path(report["md"]).parent if report is not None else Path(cfg.report_root) / safe_name(cfg.name)
+    out.mkdir(parents=True, exist_ok=True)
     order = ["base"] + [s for s in accuracy if s not in ("base", "tuned")] + (["tuned"] if "tuned" in accuracy else [])
     rows = []
     for s in order:
@@ -242,6 +249,8 @@ def write_summary(cfg: ExpediteConfig, report: dict[str, Path], accuracy: dict[s
         acc = "—" if r["pref_acc"] == "" else (f"{_f(r['pref_acc'], True)} [{_f(r['pref_acc_lo'], True)}, "
                                                 f"{_f(r['pref_acc_hi'], True)}]")
         lines.append(f"| {r['system']} | {net} | {gap} | {acc} | {float(r['mean_margin']):+.3f} |")
+    if report is None:
+        lines += ["", "Not judged in this run (`--no-judge`): Net and gap closed are empty."]
     lines += ["", "Net = Win% − Lose% against the base (judge: see leaderboard.md); preference accuracy = share "
               "of held-out pairs whose log-likelihood margin (chosen − rejected, answer tokens) exceeds the base "
               "model's (DPO's implicit-reward accuracy; 50% ≈ no change in preference).", "",
