@@ -71,6 +71,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-only", action="store_true", help="train the adapters and stop (a later run reuses them)")
     p.add_argument("--no-judge", action="store_true", help="fits, generations and preference accuracy only; a "
                    "later run reuses them and judges")
+    p.add_argument("--no-generate", action="store_true", help="fits and preference accuracy only (no generation, "
+                   "no judge): the judge-free half of the experiment")
     add_edit_args(p)
 
 
@@ -81,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
 
     dpo = DPOSettings.from_mapping({f.name: getattr(args, "dpo_" + f.name) for f in dataclasses.fields(DPOSettings)})
     judge, reference = args.judge, args.judge_reference
-    if judge is None and (args.train_only or args.no_judge):
+    if judge is None and (args.train_only or args.no_judge or args.no_generate):
         judge = "none (train only)"
     elif judge is None:
         from alignez_eval.judge.defaults import DEFAULT_JUDGE
@@ -99,14 +101,15 @@ def main(args: argparse.Namespace) -> int:
         dtype=args.dtype, max_gen_toks=args.max_gen_toks, batch_size=args.batch_size, fit=fit,
         edit=edit_settings(args), seed=args.seed, work_dir=args.work_dir, report_root=args.report_root,
         judge_check=not args.no_judge_check, judge_check_n=args.judge_check_n, judge_reference=reference,
-        train_only=args.train_only, judge_enabled=not args.no_judge, prefacc_pairs=args.prefacc_pairs,
+        train_only=args.train_only, judge_enabled=not args.no_judge,
+        generate_enabled=not args.no_generate, prefacc_pairs=args.prefacc_pairs,
         limit=args.limit,
     )
     out = run_expedite(cfg)
     if args.train_only:
         print(f"adapters: {out['adapters']}")
         return 0
-    if args.no_judge:
+    if args.no_judge or args.no_generate:
         for name, a in out["accuracy"].items():
             print(f"{name:28s} preference accuracy {100 * a['accuracy']:.1f}% "
                   f"[{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}]  mean margin {a['mean_margin']:+.3f}")

@@ -69,6 +69,7 @@ class ExpediteConfig:
     limit: int | None = None  # judge (and fit AlignEZ on) this many of the held-out prompts, spread
     prefacc_pairs: int | None = None  # score only the first N held-out pairs (None: all)
     judge_enabled: bool = True  # False: fits, generations and preference accuracy only (no judge, no report)
+    generate_enabled: bool = True  # False: fits and preference accuracy only (implies no judge)
 
     def __post_init__(self) -> None:
         self.work_dir = Path(self.work_dir or Path("runs") / self.name)
@@ -133,7 +134,7 @@ def run_expedite(cfg: ExpediteConfig) -> dict[str, Any]:
     # margins on what DPO saw: prompt + answer cut to max_length tokens of the base tokenizer
     eval_pairs = truncate_pairs(split.eval_pairs[: cfg.prefacc_pairs], tokenizer, cfg.dpo.max_length)
     margins = generate_and_score(pipeline, eval_pairs, cfg)
-    if not cfg.judge_enabled:
+    if not (cfg.judge_enabled and cfg.generate_enabled):
         accuracy = accuracies(margins, cfg.seed)
         summary = write_summary(cfg, None, accuracy, adapters, split.describe())
         return {"margins": margins, "accuracy": accuracy, "summary": summary}
@@ -155,7 +156,7 @@ def generate_and_score(pipeline: Any, eval_pairs: list[Any], cfg: ExpediteConfig
     ds = next(iter(pipeline.variants))
     margins: dict[str, list[float]] = {}
     edits: dict[str, Any] = {}
-    for generate in (False, True):
+    for generate in (False, True) if cfg.generate_enabled else (False,):
         for key, entry in pipeline.models.items():
             slot = ModelSlot(entry, cfg.batch_size, pipeline.stats)
             try:
