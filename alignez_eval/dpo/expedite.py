@@ -283,6 +283,8 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             lo.append(v - float(r[f"{key}_lo"]) * scale if r[f"{key}_lo"] != "" else 0)
             hi.append(float(r[f"{key}_hi"]) * scale - v if r[f"{key}_hi"] != "" else 0)
         ax.barh(names, vals, xerr=[lo, hi], color="#4c72b0", capsize=3)
+        if all(v != v for v in vals):  # all NaN: this half did not run
+            ax.text(0.5, 0.5, "not judged", transform=ax.transAxes, ha="center", va="center", color="gray")
         ax.axvline(50 if key == "pref_acc" else 0, color="black", lw=0.8)
         ax.set_xlabel(label)
     axes[0].invert_yaxis()
