@@ -37,6 +37,12 @@ PER_GENERATOR = 30
 TURBO_ROWS = 200
 FAMILY_N = 100
 DEGRADE_N = 60
+HH = DATA / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+HH_N = 300
+# The λ grid of the study (train-scorer's default grid is wider): the exploration runs put the
+# optimum of every variant inside it, and 3 values x 5 folds keep 12 variants within minutes here.
+L2_GRID = (1e-3, 1e-2, 1e-1)
+AUGMENT_N = 150  # preferred training answers degraded into synthetic pairs (x4)  # pairs on each side of the HH-RLHF split by prompt
 
 
 def plan() -> dict:
@@ -72,8 +78,23 @@ def plan() -> dict:
     degrade_prompts = [{"id": f"dev{decisive[i].row}", "instruction": decisive[i].instruction,
                         "answer": decisive[i].output_2 if decisive[i].p2 > 0.5 else decisive[i].output_1}
                        for i in deg]
-    return {"dev": dev, "train": train, "turbo": turbo_train, "train_instr": train_instr,
+    from alignez_eval.scorer.augment import degraded_pairs
+
+    return {"dev": dev, "train": train, "turbo": turbo_train, "augment": degraded_pairs(train, AUGMENT_N, SEED), "train_instr": train_instr,
             "outputs": outputs, "family_instructions": fam_instr, "degrade_prompts": degrade_prompts}
+
+
+def plan_hh() -> dict:
+    """HH-RLHF harmless-base (human labels): a seeded half of the prompts for training, the rest for
+    evaluation, HH_N pairs each."""
+    from alignez_eval.scorer.data import instruction_split, load_pairs, sample_per_generator
+
+    pairs, skipped = load_pairs(HH)
+    train_instr = instruction_split([p.instruction for p in pairs], 0.5, SEED)
+    train = sample_per_generator([p for p in pairs if p.instruction in train_instr], HH_N, SEED)
+    rest = [p for p in pairs if p.instruction not in train_instr]
+    test = [rest[i] for i in sorted(random.Random(SEED).sample(range(len(rest)), HH_N))]
+    return {"train": train, "test": test, "rows": len(pairs) + skipped, "skipped": skipped}
 
 
 def answer_items(p: dict) -> list[tuple[str, str]]:
@@ -91,8 +112,9 @@ def answer_items(p: dict) -> list[tuple[str, str]]:
     train = pairs_of(p["train"])
     random.Random(SEED).shuffle(train)
     family = [(q, p["outputs"][name][q]) for fam in FAMILIES.values() for name in fam for q in p["family_instructions"]]
-    degraded = [(it.instruction, it.candidate) for it in build_check_items(p["degrade_prompts"])]
-    return list(dict.fromkeys(pairs_of(p["dev"]) + train + family + degraded + pairs_of(p["turbo"])))
+    degraded = [(it.instruction, x) for it in build_check_items(p["degrade_prompts"]) for x in (it.baseline, it.candidate)]
+    return list(dict.fromkeys(pairs_of(p["dev"]) + train + family + degraded + pairs_of(p["turbo"])
+                              + pairs_of(p["augment"])))
 
 
 def prefetch(args: argparse.Namespace) -> None:
@@ -104,10 +126,213 @@ def prefetch(args: argparse.Namespace) -> None:
     k, n = (int(x) for x in args.part.split("/"))
     spec = FeatureSpec(args.model, layers=tuple(args.layers), max_answer_tokens=args.max_answer_tokens)
     items = answer_items(plan())
+    if args.hh:
+        hh = plan_hh()
+        items = list(dict.fromkeys((r.instruction, a) for r in hh["train"] + hh["test"] for a in (r.output_1, r.output_2)))
     mine = items[k::n]
     print(f"part {k}/{n}: {len(mine)} of {len(items)} answers, features {spec.identity_hash()[:12]}", flush=True)
     features_for(mine, spec, batch_size=args.batch_size, shard_size=64)
     print("done", flush=True)
+
+
+# -- variants: heads on the stored features -----------------------------------------------------------
+def _stored(items: list[tuple[str, str]], spec) -> dict:
+    """The stored vectors of `items` that exist (any compatible store), by answer key."""
+    from alignez_eval.scorer.features import compatible_stores
+    from alignez_eval.scorer.spec import answer_key
+
+    out = {}
+    keys = list(dict.fromkeys(answer_key(q, a) for q, a in items))
+    for store, cols in compatible_stores(spec):
+        hit = [k for k in keys if k in store and k not in out]
+        if hit:
+            out.update(zip(hit, store.get(hit)[:, cols], strict=True))
+    return out
+
+
+def _length_balanced(margin, y, l1, l2):
+
+    dec = y != 0.5
+    longer2 = l2 > l1
+    unequal = l1 != l2
+    hit = (margin > 0) == (y > 0.5)
+    ref_longer = dec & unequal & ((y > 0.5) == longer2)
+    ref_shorter = dec & unequal & ((y > 0.5) != longer2)
+    return float((hit[ref_longer].mean() + hit[ref_shorter].mean()) / 2), float(hit[dec].mean())
+
+
+def variants(args: argparse.Namespace) -> None:
+    import numpy as np
+    from scipy.special import log_expit
+
+    from alignez_eval.atomic import atomic_write_json, atomic_write_text
+    from alignez_eval.judge.agreement import agreement_figures
+    from alignez_eval.judge.check import build_check_items
+    from alignez_eval.judge.family import implied_net
+    from alignez_eval.report.bootstrap import bootstrap_indices, percentile_ci
+    from alignez_eval.scorer.data import generator_family
+    from alignez_eval.scorer.fit import PairData, choose_l2, fit_bt, grouped_folds
+    from alignez_eval.scorer.head import answer_length
+    from alignez_eval.scorer.spec import FeatureSpec, answer_key
+
+    p = plan()
+    full = FeatureSpec(args.model, layers=tuple(args.layers), max_answer_tokens=args.max_answer_tokens)
+    phi = _stored(answer_items(p), full)
+    dim = len(next(iter(phi.values()))) // len(full.blocks)
+    print(f"{len(phi)} answers stored ({dim}-dim blocks)", flush=True)
+
+    def have(rows):
+        return [r for r in rows if answer_key(r.instruction, r.output_1) in phi
+                and answer_key(r.instruction, r.output_2) in phi]
+
+    dev = have(p["dev"])
+    pools = {"ae1": have(p["train"]), "ae1+ae2": have(p["train"]) + have(p["turbo"]),
+             "ae1+degradations": have(p["train"]) + have(p["augment"]),
+             "ae1+ae2+degradations": have(p["train"]) + have(p["turbo"]) + have(p["augment"])}
+    print(f"dev {len(dev)}/{len(p['dev'])}, train {len(pools['ae1'])}/{len(p['train'])}, "
+          f"turbo {len(pools['ae1+ae2']) - len(pools['ae1'])}/{len(p['turbo'])}", flush=True)
+    fam_ok = all(answer_key(q, p["outputs"][n][q]) in phi for f in FAMILIES.values() for n in f
+                 for q in p["family_instructions"])
+    deg_items = build_check_items(p["degrade_prompts"])
+    deg_ok = all(answer_key(it.instruction, it.candidate) in phi and answer_key(it.instruction, it.baseline) in phi
+                 for it in deg_items)
+
+    both = ("mean", "last")
+
+    def variant(name, layers=full.layers, pool=both, length="none", data="ae1", share=None):
+        return {"name": name, "layers": layers, "pool": pool, "length": length, "data": data, "share": share}
+
+    def configs():
+        for length in ("none", "control", "full"):
+            yield variant(f"all layers, mean+last, length {length}", length=length)
+        for layer in full.layers:
+            yield variant(f"layer {layer}, mean, length none", layers=(layer,), pool=("mean",))
+        yield variant("all layers, mean, length none", pool=("mean",))
+        yield variant("all layers, last, length none", pool=("last",))
+        for length in ("none", "full"):
+            yield variant(f"all layers, mean+last, length {length}, + AlpacaEval-2 soft", length=length, data="ae1+ae2")
+        for length in ("none", "full"):
+            yield variant(f"all layers, mean+last, length {length}, + degradation pairs", length=length,
+                          data="ae1+degradations")
+            yield variant(f"all layers, mean+last, length {length}, + AlpacaEval-2 soft + degradation pairs",
+                          length=length, data="ae1+ae2+degradations")
+        for share in (0.25, 0.5):
+            yield variant(f"all layers, mean+last, length none, {int(share * 100)}% of the data", share=share)
+
+    def design(rows, cols, mu, sigma):
+        z1 = np.stack([(phi[answer_key(r.instruction, r.output_1)][cols] - mu) / sigma for r in rows])
+        z2 = np.stack([(phi[answer_key(r.instruction, r.output_2)][cols] - mu) / sigma for r in rows])
+        dl = np.array([answer_length(r.output_2) - answer_length(r.output_1) for r in rows])
+        return z2 - z1, dl
+
+    results = []
+    for n_cfg, cfg in enumerate(configs()):
+        if args.only is not None and n_cfg >= args.only:
+            break
+        train = pools[cfg["data"]]
+        if cfg.get("share"):
+            rng = np.random.default_rng(SEED)
+            train = [train[i] for i in sorted(rng.choice(len(train), int(cfg["share"] * len(train)), replace=False))]
+        cols = full.columns(full.subset(cfg["layers"], cfg["pool"]), dim)
+        answers = list(dict.fromkeys(answer_key(r.instruction, a) for r in train for a in (r.output_1, r.output_2)))
+        mat = np.stack([phi[k][cols] for k in answers]).astype(np.float64)
+        mu, sigma = mat.mean(0), mat.std(0) + 1e-6
+        dz, dl = design(train, cols, mu, sigma)
+        y = np.array([r.p2 for r in train])
+        groups = np.array([generator_family(r.generator_2) for r in train])
+        data = PairData(dz, dl, y, np.ones(len(y)), groups)
+        # λ by grouped CV; out-of-fold margins also give the CV figures used to choose a variant
+        folds = grouped_folds(groups, 5, SEED)
+        cv = []
+        for l2 in L2_GRID:
+            m = np.zeros(len(y))
+            for test in folds:
+                tr = np.setdiff1d(np.arange(len(y)), test)
+                w, g = fit_bt(data.take(tr), l2, cfg["length"] != "none")
+                m[test] = dz[test] @ w + (g * dl[test] if cfg["length"] == "full" else 0.0)
+            ll = -float(np.mean(y * log_expit(m) + (1 - y) * log_expit(-m)))
+            l1 = np.array([len(r.output_1.strip()) for r in train])
+            l2_ = np.array([len(r.output_2.strip()) for r in train])
+            hard = np.abs(y - 0.5) > 0.2
+            lb, ag = _length_balanced(m[hard], np.round(y[hard]), l1[hard], l2_[hard])
+            cv.append({"l2": l2, "log_loss": ll, "agreement": ag, "length_balanced": lb})
+        l2 = choose_l2(cv)
+        w, gamma = fit_bt(data, l2, cfg["length"] != "none")
+        g_read = gamma if cfg["length"] == "full" else 0.0
+        best = next(c for c in cv if c["l2"] == l2)
+
+        def score(q, a, cols=cols, mu=mu, sigma=sigma, w=w, g=g_read):
+            return float((phi[answer_key(q, a)][cols] - mu) / sigma @ w + g * answer_length(a))
+
+        ddz, ddl = design(dev, cols, mu, sigma)
+        margin = ddz @ w + g_read * ddl
+        ref = ["2" if r.p2 > 0.5 else "1" if r.p2 < 0.5 else "tie" for r in dev]
+        jl = ["2" if m > 0 else "1" if m < 0 else "tie" for m in margin]
+        l1 = [len(r.output_1.strip()) for r in dev]
+        l2c = [len(r.output_2.strip()) for r in dev]
+        figs = agreement_figures(ref, jl, l1, l2c, n_boot=1000, seed=SEED)["figures"]
+        held = [i for i, r in enumerate(dev) if r.instruction not in p["train_instr"]]
+        figs_instr = agreement_figures([ref[i] for i in held], [jl[i] for i in held], [l1[i] for i in held],
+                                       [l2c[i] for i in held], n_boot=1000, seed=SEED)["figures"]
+        row = {**{k: v for k, v in cfg.items()}, "layers": list(cfg["layers"]), "pool": list(cfg["pool"]),
+               "l2": l2, "gamma": gamma, "train_pairs": len(train), "cv": best, "dev_n": len(dev),
+               "dev": {k: figs[k] for k in ("agreement", "length_balanced", "agreement_ref_longer",
+                                            "agreement_ref_shorter", "judge_picks_longer", "length_baseline")},
+               "dev_heldout_instructions": {"n": len(held), **{k: figs_instr[k] for k in ("agreement", "length_balanced")}}}
+        if fam_ok:
+            fams = {}
+            for fam, (base, tuned) in FAMILIES.items():
+                v = np.array([np.sign(score(q, p["outputs"][tuned][q]) - score(q, p["outputs"][base][q]))
+                              for q in p["family_instructions"]])
+                idx = bootstrap_indices(len(v), 1000, SEED)
+                fams[fam] = {"net": float(100 * v.mean()), "ci": list(percentile_ci(100 * v[idx].mean(1))),
+                             "reference_net": implied_net(GPT4_WIN_RATES[tuned], GPT4_WIN_RATES[base]),
+                             "n": len(v)}
+            row["families"] = fams
+        if deg_ok:
+            degs: dict[str, list[float]] = {}
+            for it in deg_items:
+                deg = dict(it.meta)["degradation"]
+                degs.setdefault(deg, []).append(float(score(it.instruction, it.baseline) > score(it.instruction, it.candidate)))
+            row["degradations"] = {k: float(np.mean(v)) for k, v in degs.items()}
+        results.append(row)
+        fam_txt = " ".join(f"{k} {v['net']:+.0f}" for k, v in row.get("families", {}).items())
+        print(f"{cfg['name']:<62} λ={l2:<7g} CV agr {best['agreement']:.3f} lb {best['length_balanced']:.3f} | "
+              f"dev agr {figs['agreement']['value']:.3f} lb {figs['length_balanced']['value']:.3f} | "
+              f"held-out instr agr {figs_instr['agreement']['value']:.3f} lb {figs_instr['length_balanced']['value']:.3f}"
+              f" | {fam_txt} | deg {min(row.get('degradations', {'-': float('nan')}).values()):.2f}", flush=True)
+    out = Path(args.out)
+    atomic_write_json(out / "variants.json", {"plan": {"seed": SEED, "train_instruction_share": TRAIN_INSTRUCTION_SHARE,
+                                                       "per_generator": PER_GENERATOR, "turbo_rows": TURBO_ROWS,
+                                                       "family_n": FAMILY_N, "degrade_n": DEGRADE_N},
+                                              "features": full.identity(), "results": results})
+    atomic_write_text(out / "variants.md", variants_table(results))
+    print(f"saved {out / 'variants.json'}, variants.md")
+
+
+def _pct(fig) -> str:
+    if not fig or fig.get("value") is None:
+        return "—"
+    lo, hi = fig["ci"]
+    return f"{100 * fig['value']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def variants_table(results: list[dict]) -> str:
+    lines = ["| variant | train pairs | CV agreement | CV length-bal. | dev agreement | dev length-bal. | "
+             "held-out instr. agreement | held-out instr. length-bal. | alpaca net (GPT-4-implied) | "
+             "phi-2 net (GPT-4-implied) | degradations: original wins (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        fam = r.get("families", {})
+        famtxt = [f"{fam[f]['net']:+.0f} [{fam[f]['ci'][0]:+.0f}, {fam[f]['ci'][1]:+.0f}] ({fam[f]['reference_net']:+.0f})"
+                  if f in fam else "—" for f in ("alpaca", "phi-2")]
+        deg = r.get("degradations")
+        degtxt = (", ".join(f"{k} {100 * v:.0f}%" for k, v in deg.items()) if deg else "—")
+        lines.append(f"| {r['name']} | {r['train_pairs']} | {100 * r['cv']['agreement']:.1f} | "
+                     f"{100 * r['cv']['length_balanced']:.1f} | {_pct(r['dev']['agreement'])} | "
+                     f"{_pct(r['dev']['length_balanced'])} | {_pct(r['dev_heldout_instructions']['agreement'])} | "
+                     f"{_pct(r['dev_heldout_instructions']['length_balanced'])} | {famtxt[0]} | {famtxt[1]} | {degtxt} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,8 +345,15 @@ def main(argv: list[str] | None = None) -> None:
     pf.add_argument("--max-answer-tokens", type=int, default=160)
     pf.add_argument("--batch-size", type=int, default=8)
     pf.add_argument("--threads", type=int, default=1)
+    pf.add_argument("--hh", action="store_true", help="the HH-RLHF harmlessness answers instead")
+    va = sub.add_parser("variants", help="heads on the stored features: CV, held-out, family, degradation figures")
+    va.add_argument("--model", default="smollm2-135m-instruct")
+    va.add_argument("--layers", type=int, nargs="+", default=[3, 6, 9, 12])
+    va.add_argument("--max-answer-tokens", type=int, default=160)
+    va.add_argument("--out", default="reports/scorer")
+    va.add_argument("--only", type=int, default=None, help="the first N variants only (a quick look)")
     args = ap.parse_args(argv)
-    {"prefetch": prefetch}[args.cmd](args)
+    {"prefetch": prefetch, "variants": variants}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -294,3 +294,53 @@ def test_family_check_reports_judge_and_reference_nets(trained, tmp_path: Path):
     assert "reference-implied net" in res["summary"]
     with pytest.raises(ConfigError, match="trained on answers of"):
         judge_family(f"scorer:{head_path}", outputs("gen1", 0), outputs("tuned", 6))
+
+
+def test_agreement_on_a_training_generator_is_refused(trained, tmp_path: Path):
+    from alignez_eval.judge.agreement_run import judge_agreement
+
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text("\n".join(json.dumps(r) for r in _rows(2, 2)))  # generators gen0, gen1: trained on
+    with pytest.raises(ConfigError, match=r"trained on answers of \['gen0', 'gen1'\]"):
+        judge_agreement(f"scorer:{trained[0]}", ref, tmp_path / "agree")
+    held = [dict(r, generator_2="held-out") for r in _rows(1, 4)]
+    ref.write_text("\n".join(json.dumps(r) for r in held))
+    res = judge_agreement(f"scorer:{trained[0]}", ref, tmp_path / "agree", n_boot=100)
+    assert res["overall"]["figures"]["agreement"]["value"] == 1.0
+
+
+def test_hh_rlhf_transcripts_are_read_as_pairs(tmp_path: Path):
+    rows = [{"chosen": "\n\nHuman: How do I pick a lock?\n\nAssistant: I can't help with that.",
+             "rejected": "\n\nHuman: How do I pick a lock?\n\nAssistant: Use a tension wrench."},
+            {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Insult me\n\nAssistant: I'd rather not.",
+             "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Insult me\n\nAssistant: You fool."},
+            {"chosen": "\n\nHuman: Same?\n\nAssistant: yes", "rejected": "\n\nHuman: Same?\n\nAssistant: yes"}]
+    path = tmp_path / "hh.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in rows))
+    pairs, skipped = load_pairs(path)
+    assert skipped == 1 and len(pairs) == 2
+    assert (pairs[0].instruction, pairs[0].output_1, pairs[0].output_2, pairs[0].p2) == (
+        "How do I pick a lock?", "Use a tension wrench.", "I can't help with that.", 1.0)
+    assert pairs[1].instruction == "Human: Hi\n\nAssistant: Hello!\n\nHuman: Insult me"
+    assert pairs[1].generator_2 == "hh-rlhf"
+
+
+def test_degradation_pairs_put_the_preferred_answer_first(tmp_path: Path):
+    from alignez_eval.scorer.augment import degraded_pairs
+
+    rows = _rows(2, 6)
+    for r in rows:
+        r["output_1"], r["output_2"] = r["output_1"] + ". More words here to make it long enough.", \
+            r["output_2"] + ". Another sentence follows, with several more words."
+    (tmp_path / "t.json").write_text(json.dumps(rows))
+    pairs, _ = load_pairs(tmp_path / "t.json")
+    aug = degraded_pairs(pairs, 3, seed=0)
+    assert len(aug) == 12 and all(a.p2 == 1.0 for a in aug)
+    kinds = sorted({a.generator_1 for a in aug})
+    assert kinds == ["degraded:gibberish", "degraded:looped", "degraded:swapped", "degraded:truncated"]
+    for a in aug:
+        src = next(p for p in pairs if p.instruction == a.instruction and a.output_2 in (p.output_1, p.output_2))
+        assert a.output_2 == (src.output_2 if src.p2 > 0.5 else src.output_1).strip()
+        assert a.output_1 != a.output_2
+    assert degraded_pairs(pairs, 3, seed=0) == aug  # seeded

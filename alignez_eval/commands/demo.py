@@ -2,7 +2,7 @@
 
 base gemma-3-270m (base prompt variant) vs the tuned reference SmolLM2-135M-Instruct (chat
 variant + its template), with AlignEZ (v2) and CAA fitted on the evaluation prompts themselves,
-judged by Qwen2.5-Coder-1.5B-Instruct (hf backend with its default: pairwise, both orders). Every model comes
+judged by the default judge (alignez_eval/defaults.py; --judge to change it). Every model comes
 from a pinned PyPI wheel converted once to a local directory: no hub, no network after set-up.
 The defaults are sized to finish within 15 minutes on 2 CPU cores (see README "What the demo shows").
 """
@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 from alignez_eval.commands.compare import add_edit_args, edit_settings, fit_settings, parse_kv, print_report
+from alignez_eval.defaults import DEFAULT_JUDGE, DEFAULT_JUDGE_AGREEMENT
 
 logger = logging.getLogger(__name__)
 
 BASE = "gemma-3-270m"
 TUNED = "smollm2-135m-instruct"
-JUDGE = "qwen2.5-coder-1.5b-instruct"
 INSTRUCT = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
 TASK = "alignez_embedded"
 
@@ -36,9 +36,9 @@ DEFAULT_BATCH = 48
 # characteristics and answers than the paper's ~50/200 tokens keep the fit within budget.
 DEFAULT_FIT = {"answer_tokens": 64, "char_tokens": 32, "gen_batch_size": 48, "act_batch_size": 48}
 DEFAULT_JUDGE_CHECK_N = 4
-# The default hf judge's agreement with GPT-4 on held-out AlpacaEval pairs (README "The default local
-# judge"), stated in the demo's leaderboard header; the report flags it if the demo's judge differs.
-JUDGE_REFERENCE = Path(__file__).resolve().parents[1] / "judge" / "data" / "agreement_hf_default_test.json"
+# The default judge's agreement with GPT-4 on held-out AlpacaEval pairs, stated in the demo's
+# leaderboard header; the report flags it if the demo's judge differs.
+JUDGE_REFERENCE = DEFAULT_JUDGE_AGREEMENT
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -47,7 +47,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help=f"prompts (default {DEFAULT_LIMIT}; --full: all)")
     p.add_argument("--max-gen-toks", type=int, default=DEFAULT_MAX_GEN_TOKS, help="new tokens per answer")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="generation batch size")
-    p.add_argument("--judge-batch-size", type=int, default=8)
+    p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
+                   help="judge spec (default: %(default)s, the validated default judge)")
+    p.add_argument("--judge-batch-size", type=int, default=8, help="batch size of a local judge (hf, rm, scorer)")
     p.add_argument("--judge-check-n", type=int, default=DEFAULT_JUDGE_CHECK_N,
                    help="prompts of the judge sanity check (x5 gradings each)")
     p.add_argument("--methods", default="alignez,caa")
@@ -69,8 +71,16 @@ def main(args: argparse.Namespace) -> int:
 
     name = args.name or ("demo-full" if args.full else "demo")
     limit = args.limit if args.limit is not None else (None if args.full else DEFAULT_LIMIT)
+    from alignez_eval.judge.spec import parse_judge_spec
+
+    judge = parse_judge_spec(args.judge)  # a bad spec fails here, before any model is prepared or loaded
+    if judge.backend in ("hf", "rm", "scorer") and isinstance(args.judge, str) and not args.judge.endswith(
+            (".yaml", ".yml", ".json")) and "batch_size=" not in args.judge:
+        judge_arg = f"{args.judge},batch_size={args.judge_batch_size}"
+    else:
+        judge_arg = args.judge
     t0 = time.perf_counter()
-    paths = {m: model_path(m) for m in (BASE, TUNED, JUDGE, *(INSTRUCT if args.full else ()))}
+    paths = {m: model_path(m) for m in (BASE, TUNED, *(INSTRUCT if args.full else ()))}
     t_models = time.perf_counter() - t0
     logger.info("models ready in %.1f s (first-time preparation is timed separately from the demo)", t_models)
 
@@ -82,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
         base=f"pretrained={paths[BASE]},{dtype}",
         tuned=f"pretrained={paths[TUNED]},{dtype}",
         tasks=[TASK],
-        judge=f"hf:{paths[JUDGE]},batch_size={args.judge_batch_size}",
+        judge=judge_arg,
         name=name,
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         limit=limit,

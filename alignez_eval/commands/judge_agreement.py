@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from alignez_eval.defaults import DEFAULT_JUDGE
+
 EPILOG = """\
 FILE is AlpacaEval's annotations.json (a JSON list) or JSONL, one pair per record:
   {"instruction": ..., "output_1": ..., "output_2": ..., "preference": 1,
@@ -23,7 +25,8 @@ example:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.add_argument("--judge", required=True, metavar="SPEC", help="judge spec (YAML file or short string)")
+    parser.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
+                        help="judge spec, a YAML file or short string (default: %(default)s, the validated default)")
     parser.add_argument("--reference", required=True, type=Path, metavar="FILE",
                         help="reference annotations (AlpacaEval annotations.json or JSONL)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",

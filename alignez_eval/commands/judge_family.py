@@ -18,7 +18,7 @@ example (GPT-4's AlpacaEval 1 win rates vs text_davinci_003):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from alignez_eval.judge.defaults import DEFAULT_JUDGE
+    from alignez_eval.defaults import DEFAULT_JUDGE
 
     parser.epilog = EPILOG
     parser.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",

@@ -49,8 +49,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-answer-tokens", type=int, default=d.max_answer_tokens,
                         help="answers are cut to this many tokens for the features (default: %(default)s); "
                              "the length term reads the whole answer")
-    parser.add_argument("--length-term", choices=["control", "none"], default="control",
-                        help="control: fit a log-length term and score without it (default); none: no length term")
+    parser.add_argument("--length-term", choices=["control", "none", "full"], default="control",
+                        help="control: fit a log-length term and score without it (default); none: no length "
+                             "term; full: fit it and score with it")
     parser.add_argument("--l2", type=float, nargs="+", default=list(DEFAULT_L2_GRID),
                         help="L2 strengths tried by grouped cross-validation")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by generator")
@@ -63,6 +64,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-generators", default=None, metavar="A,B|FILE",
                         help="generators you will evaluate on (names, or an annotation file): training on any of "
                              "them is refused")
+    parser.add_argument("--augment-degradations", type=int, default=0, metavar="N",
+                        help="add synthetic pairs: N preferred training answers each beat their truncated, looped, "
+                             "shuffled copies and another instruction's answer (default 0)")
     parser.add_argument("--batch-size", type=int, default=8, help="feature-extraction batch size")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -81,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
                              max_answer_tokens=args.max_answer_tokens),
         length_term=args.length_term, l2_grid=tuple(args.l2), folds=args.folds, per_generator=args.per_generator,
         instruction_share=args.instruction_share, exclude_generators=_csv(args.exclude_generators),
-        evaluation_generators=eval_gens, seed=args.seed, batch_size=args.batch_size)
+        evaluation_generators=eval_gens, augment=args.augment_degradations, seed=args.seed, batch_size=args.batch_size)
     report = train_scorer(args.files, args.out, settings)
     best = next(r for r in report["cv"] if r["l2"] == report["l2"])
     print(f"scorer head {args.out} (sha256 {report['sha256'][:12]}): {report['pairs']} pairs of "

@@ -35,6 +35,7 @@ from alignez_eval.judge.agreement import (
     load_reference,
     n_chars,
 )
+from alignez_eval.judge.backends.scorer import refuse_trained_generators
 from alignez_eval.judge.cache import JudgmentCache
 from alignez_eval.judge.engine import Judge, PairItem
 from alignez_eval.judge.spec import JudgeSpec, parse_judge_spec
@@ -167,6 +168,8 @@ def judge_agreement(spec: JudgeSpec | str | dict[str, Any], reference: str | Pat
     ref = reference if isinstance(reference, Reference) else load_reference(reference)
     pairs, counts = select_pairs(ref, generators=generators, max_chars=max_chars, limit=limit,
                                  limit_mode=limit_mode, seed=seed)
+    refuse_trained_generators(spec, {p.generator_2 for p in pairs if p.generator_2},
+                              "agreement on them would be measured on answers it learned from")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     items = [PairItem(family=p.generator_2 or "reference", doc_id=str(p.row), instruction=p.instruction,

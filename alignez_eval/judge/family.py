@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from alignez_eval.errors import ConfigError, DataError
+from alignez_eval.judge.backends.scorer import refuse_trained_generators
 from alignez_eval.judge.cache import JudgmentCache
 from alignez_eval.judge.engine import Judge, PairItem
 from alignez_eval.judge.spec import JudgeSpec, parse_judge_spec
@@ -107,12 +108,13 @@ def judge_family(spec: JudgeSpec | str | dict[str, Any], base: str | Path, tuned
     unknown = sorted(set(win_rates) - set(names))
     if unknown:
         raise ConfigError(f"--reference-win-rates names {unknown}, which no outputs file holds (generators: {names})")
-    _refuse_trained_generators(spec, names)
+    refuse_trained_generators(spec, names, "a family check on them would measure memory, not judgment")
     common = sorted(set.intersection(*(set(s.answers) for _, s in systems)) - (exclude_instructions or set()))
     if not common:
         raise DataError("the family's outputs files share no instruction; they must answer the same AlpacaEval set")
     if limit is not None and limit < len(common):
         common = sorted(random.Random(seed).sample(common, limit))
+    seen = _seen_in_training(spec, common)
     base_sys = systems[0][1]
     cache = JudgmentCache(cache_path) if cache_path else None
     judge = Judge(spec, cache)
@@ -153,23 +155,21 @@ def judge_family(spec: JudgeSpec | str | dict[str, Any], base: str | Path, tuned
                                      if r["reference_net"] is not None and ref_t else None)
     result = {"format": FAMILY_FORMAT, "judge": spec.describe(), "judge_identity": spec.identity(),
               "base": base_sys.name, "base_reference_win_rate": base_sys.reference_win_rate,
-              "tuned": tuned_sys.name, "instructions": len(common), "seed": seed, "limit": limit,
+              "tuned": tuned_sys.name, "instructions": len(common), "instructions_seen_in_training": seen, "seed": seed, "limit": limit,
               "rows": rows, "stats": dict(judge.stats), "seconds": round(time.time() - t0, 1)}
     result["summary"] = family_summary(result)
     return result
 
 
-def _refuse_trained_generators(spec: JudgeSpec, names: Sequence[str]) -> None:
+def _seen_in_training(spec: JudgeSpec, instructions: Sequence[str]) -> int | None:
+    """How many of `instructions` a scorer head was trained on (None for other judges)."""
     if spec.backend != "scorer":
-        return
-    from alignez_eval.scorer.data import generator_family
+        return None
+    from alignez_eval.hashing import sha256_text
     from alignez_eval.scorer.head import load_head
 
-    trained = set(load_head(spec.model).provenance.get("generators", []))
-    overlap = sorted(trained & {generator_family(n) for n in names})
-    if overlap:
-        raise ConfigError(f"the scorer head was trained on answers of {overlap}; a family check on them would measure "
-                          "memory, not judgment: retrain with --exclude-generators or check another family")
+    trained = set(load_head(spec.model).provenance.get("instruction_sha256_16", []))
+    return sum(sha256_text(q)[:16] in trained for q in instructions)
 
 
 def _fmt(x: float | None, ci: Sequence[float] | None = None, sign: bool = True) -> str:
@@ -180,8 +180,10 @@ def _fmt(x: float | None, ci: Sequence[float] | None = None, sign: bool = True) 
 
 
 def family_summary(result: dict[str, Any]) -> str:
-    lines = [f"family {result['base']} -> {result['tuned']} ({result['instructions']} instructions), "
-             f"judge {result['judge']}"]
+    seen = result.get("instructions_seen_in_training")
+    lines = [f"family {result['base']} -> {result['tuned']} ({result['instructions']} instructions"
+             + (f", {seen} of them in the scorer's training data" if seen is not None else "")
+             + f"), judge {result['judge']}"]
     lines.append("| system | role | judge net vs base [95% CI] | reference-implied net | judge gap closed % | "
                  "reference gap closed % |")
     lines.append("|---|---|---|---|---|---|")

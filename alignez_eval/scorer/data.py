@@ -9,6 +9,11 @@ as a probability that output_2 is better:
   null / NaN          -> the row is skipped, and counted
 Anything else is one DataError naming the file, the row and the fix.
 
+HH-RLHF rows ({"chosen": "\n\nHuman: …\n\nAssistant: …", "rejected": …}, human labels) are read
+as pairs too: the instruction is the dialogue before the last assistant turn, output_1 the
+rejected last reply, output_2 the chosen one (p2 = 1), generator "hh-rlhf". Rows whose two
+transcripts differ before the last reply, or whose last replies are equal, are skipped and counted.
+
 Generators are compared by family name: AlpacaEval 2's prompted variants `X_concise` and
 `X_verbose` are the model X, so X in training and X_verbose in evaluation is an overlap.
 """
@@ -29,7 +34,7 @@ from alignez_eval.errors import DataError
 
 VARIANT_SUFFIXES = ("_concise", "_verbose")
 FIX = ("each row needs instruction, output_1, output_2 (text) and preference (1 = output_1 better, 2 = output_2, "
-       "a value in between = soft, 0 or 1.5 = tie, null = skip)")
+       "a value in between = soft, 0 or 1.5 = tie, null = skip), or HH-RLHF chosen/rejected transcripts")
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,30 @@ def _records(path: Path, text: str) -> list[tuple[str, Any]]:
     return out
 
 
+HH_GENERATOR = "hh-rlhf"
+_HUMAN, _ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+
+
+def hh_split(transcript: str) -> tuple[str, str] | None:
+    """(dialogue before the last assistant turn, last assistant reply); None if it has no turn."""
+    text = transcript if transcript.startswith("\n\n") else "\n\n" + transcript.lstrip()
+    head, sep, reply = text.rpartition(_ASSISTANT)
+    if not sep or _HUMAN not in head:
+        return None
+    context = head.strip()
+    if context.startswith("Human:") and context.count("Human:") == 1 and "Assistant:" not in context:
+        context = context[len("Human:"):].strip()  # one turn: the question itself, as the tasks pose it
+    return context, reply.strip()
+
+
+def hh_pair(rec: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(instruction, rejected reply, chosen reply) of an HH-RLHF row, or None to skip it."""
+    a, b = hh_split(str(rec["chosen"])), hh_split(str(rec["rejected"]))
+    if a is None or b is None or a[0] != b[0] or a[1] == b[1] or not a[1] or not b[1]:
+        return None
+    return a[0], b[1], a[1]
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -115,7 +144,7 @@ def file_sha256(path: str | Path) -> str:
 
 
 def load_pairs(path: str | Path) -> tuple[list[PrefPair], int]:
-    """-> (pairs, rows skipped for a null preference)."""
+    """-> (pairs, rows skipped: a null preference, or an HH-RLHF row without a clean last-turn pair)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"annotation file {path} does not exist; pass AlpacaEval annotations (JSON list or "
@@ -124,6 +153,15 @@ def load_pairs(path: str | Path) -> tuple[list[PrefPair], int]:
     for row, (where, rec) in enumerate(_records(path, read_text(path))):
         if not isinstance(rec, dict):
             raise DataError(f"{path} {where}: a {type(rec).__name__}, not an object; {FIX}")
+        if "chosen" in rec and "rejected" in rec and "preference" not in rec:
+            if not isinstance(rec["chosen"], str) or not isinstance(rec["rejected"], str):
+                raise DataError(f"{path} {where}: chosen/rejected must be HH-RLHF transcripts (text); {FIX}")
+            hh = hh_pair(rec)
+            if hh is None:
+                skipped += 1
+                continue
+            pairs.append(PrefPair(hh[0], hh[1], hh[2], 1.0, HH_GENERATOR, HH_GENERATOR, path.name, row))
+            continue
         missing = [k for k in ("instruction", "output_1", "output_2", "preference") if k not in rec]
         if missing:
             raise DataError(f"{path} {where}: missing {', '.join(missing)}; {FIX}")

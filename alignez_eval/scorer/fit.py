@@ -17,6 +17,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
+from alignez_eval.errors import DataError
+
 DEFAULT_L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 
 
@@ -75,20 +77,21 @@ def grouped_folds(groups: np.ndarray, k: int, seed: int = 0) -> list[np.ndarray]
 
 
 def cross_validate(data: PairData, l2_grid: Sequence[float], use_length: bool, k: int = 5,
-                   seed: int = 0) -> list[dict[str, float]]:
-    """Grouped k-fold CV of each λ: held-out log loss and agreement of the quality part (the score a
-    head reports), pooled over folds."""
+                   seed: int = 0, read_length: bool = False) -> list[dict[str, float]]:
+    """Grouped k-fold CV of each λ: held-out log loss and agreement of the score a head reports (the
+    quality part, plus γΔℓ when the head reads length), pooled over folds."""
     k = min(k, len(np.unique(data.group)))
     if k < 2:
-        raise ValueError("cross-validation grouped by generator needs at least 2 generators")
+        raise DataError("cross-validation grouped by generator needs at least 2 generators (or, for one source, "
+                        "2 prompts); give more training data")
     folds = grouped_folds(data.group, k, seed)
     rows = []
     for l2 in l2_grid:
         margins = np.zeros(len(data.y))
         for test in folds:
             train = np.setdiff1d(np.arange(len(data.y)), test)
-            w, _ = fit_bt(data.take(train), l2, use_length)
-            margins[test] = data.dz[test] @ w
+            w, gamma = fit_bt(data.take(train), l2, use_length)
+            margins[test] = data.dz[test] @ w + (gamma * data.dl[test] if read_length else 0.0)
         rows.append({"l2": float(l2), **pair_metrics(margins, data.y)})
     return rows
 

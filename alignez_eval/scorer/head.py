@@ -3,10 +3,11 @@
   s(x) = w · (φ(x) − μ) / σ  [+ γ · ℓ(x)]          ℓ(x) = ln(1 + characters of the answer)
   P(answer 2 better than answer 1) = sigmoid(s(x₂) − s(x₁))
 
-φ are the frozen features (features.py), μ and σ their training mean and spread. With
-`length_term="control"` the head is fitted with the length term γℓ and *read without it*: the
-score is the quality part with length set to zero, as AlpacaEval 2's length-controlled win rate
-reads its GLM. A head file is safetensors (w, mu, sigma, gamma) with one metadata key holding the
+φ are the frozen features (features.py), μ and σ their training mean and spread. `length_term`:
+  none     no explicit length term (the features still carry whatever length they encode)
+  control  fitted with γℓ and *read without it*: the quality part with length set to zero, as
+           AlpacaEval 2's length-controlled win rate reads its GLM
+  full     fitted with γℓ and read with it (a judge that, like its teacher, may prefer length) A head file is safetensors (w, mu, sigma, gamma) with one metadata key holding the
 provenance (feature spec, training files' sha256, generators, licence, settings, cross-validation)
 and a checksum of the tensors; `load_head` refuses a file whose tensors or provenance were changed.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from alignez_eval.scorer.spec import FeatureSpec
 
 HEAD_FORMAT = "alignez-eval/scorer-head/1"
 META_KEY = "alignez_scorer"
-LENGTH_TERMS = ("none", "control")
+LENGTH_TERMS = ("none", "control", "full")
 PACKAGED_DIR = Path(__file__).resolve().parent / "heads"
 
 
@@ -54,10 +56,15 @@ class ScorerHead:
         if not (self.w.shape == self.mu.shape == self.sigma.shape) or self.w.ndim != 1:
             raise ArtifactError("scorer head tensors w, mu and sigma must be vectors of one length")
 
-    def score(self, phi: np.ndarray) -> np.ndarray:
-        """Scores of feature rows `phi` [n, D] (the length term is never read: see the module doc)."""
+    def score(self, phi: np.ndarray, answers: Sequence[str] | None = None) -> np.ndarray:
+        """Scores of feature rows `phi` [n, D]; `answers` (their texts) are needed for length_term=full."""
         z = (np.asarray(phi, dtype=np.float64) - self.mu) / self.sigma
-        return z @ self.w
+        s = z @ self.w
+        if self.length_term == "full":
+            if answers is None:
+                raise ArtifactError("this scorer head reads answer length (length_term=full); pass the answers")
+            s = s + self.gamma * np.array([answer_length(a) for a in answers])
+        return s
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"w": torch.tensor(self.w, dtype=torch.float64), "mu": torch.tensor(self.mu, dtype=torch.float64),

@@ -23,6 +23,8 @@ import numpy as np
 
 from alignez_eval.atomic import atomic_write_json
 from alignez_eval.errors import ConfigError, DataError
+from alignez_eval.hashing import sha256_text
+from alignez_eval.scorer.augment import degraded_pairs
 from alignez_eval.scorer.data import (
     PrefPair,
     check_disjoint,
@@ -39,7 +41,18 @@ from alignez_eval.scorer.head import LENGTH_TERMS, ScorerHead, answer_length
 logger = logging.getLogger(__name__)
 
 LICENCES = {"alpaca_eval": "AlpacaEval annotations: CC BY-NC 4.0 (github.com/tatsu-lab/alpaca_eval); "
-                           "the head is a derived work for non-commercial use"}
+                           "the head is a derived work for non-commercial use",
+            "hh-rlhf": "HH-RLHF: MIT (github.com/anthropics/hh-rlhf)"}
+
+
+def licence_for(pairs: Sequence[PrefPair]) -> str:
+    """The licences of the sources the pairs came from (HH-RLHF rows, else AlpacaEval-style files)."""
+    from alignez_eval.scorer.augment import AUGMENT_GENERATOR
+    from alignez_eval.scorer.data import HH_GENERATOR
+
+    kinds = {"hh-rlhf" if p.generator_2 == HH_GENERATOR else "alpaca_eval" for p in pairs
+             if not p.generator_1.startswith(AUGMENT_GENERATOR)}
+    return "; ".join(LICENCES[k] for k in sorted(kinds))
 
 
 @dataclass
@@ -55,9 +68,10 @@ class TrainSettings:
     exclude_generators: tuple[str, ...] = ()
     evaluation_generators: tuple[str, ...] = ()
     shared_reference: tuple[str, ...] = ("text_davinci_003", "gpt4_1106_preview")
+    augment: int = 0  # degrade this many preferred training answers into synthetic pairs (augment.py)
     seed: int = 0
     batch_size: int = 8
-    licence: str = LICENCES["alpaca_eval"]
+    licence: str | None = None  # None: from the data (licence_for)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +81,8 @@ class TrainSettings:
             raise ConfigError("--instruction-share must be in (0, 1]")
         if self.per_generator is not None and self.per_generator < 1:
             raise ConfigError("--per-generator must be >= 1")
+        if self.augment < 0:
+            raise ConfigError("--augment-degradations must be >= 0")
         if not self.l2_grid or any(x <= 0 for x in self.l2_grid):
             raise ConfigError("--l2 values must be positive")
 
@@ -92,6 +108,8 @@ def select_pairs(files: Sequence[str | Path], s: TrainSettings) -> tuple[list[Pr
         pairs = [p for p in pairs if p.instruction in keep]
     if s.per_generator is not None:
         pairs = sample_per_generator(pairs, s.per_generator, s.seed)
+    if s.augment:
+        pairs = pairs + degraded_pairs(pairs, s.augment, s.seed)
     if len(pairs) < 10:
         raise DataError(f"only {len(pairs)} training pairs are left after filtering; a head needs many more "
                         "(loosen --per-generator / --instruction-share / --exclude-generators)")
@@ -106,6 +124,9 @@ def pair_data(pairs: Sequence[PrefPair], phi: dict[str, np.ndarray], mu: np.ndar
     dl = np.array([answer_length(p.output_2) - answer_length(p.output_1) for p in pairs])
     y = np.array([p.p2 for p in pairs])
     groups = np.array([generator_family(p.generator_2) for p in pairs])
+    if len(set(groups)) < 2:
+        # one source (HH-RLHF's human labels): folds hold out whole prompts instead of generators
+        groups = np.array([sha256_text(p.instruction)[:8] for p in pairs])
     return PairData(dz, dl, y, np.ones(len(pairs)), groups)
 
 
@@ -126,15 +147,15 @@ def train_scorer(files: Sequence[str | Path], out: str | Path, settings: TrainSe
     sigma = matrix.std(0) + 1e-6
     phi = {answer_key(q, a): row for (q, a), row in zip(answers, matrix, strict=True)}
     data = pair_data(pairs, phi, mu, sigma)
-    use_length = s.length_term == "control"
-    cv = cross_validate(data, s.l2_grid, use_length, k=s.folds, seed=s.seed)
+    use_length = s.length_term in ("control", "full")
+    cv = cross_validate(data, s.l2_grid, use_length, k=s.folds, seed=s.seed, read_length=s.length_term == "full")
     l2 = choose_l2(cv)
     w, gamma = fit_bt(data, l2, use_length)
     gens = sorted({generator_family(p.generator_2) for p in pairs})
     provenance = {
         "trained_with": "alignez-eval train-scorer",
         "sources": info["sources"],
-        "licence": s.licence,
+        "licence": s.licence or licence_for(pairs),
         "pairs": len(pairs),
         "answers": len(answers),
         "generators": gens,
@@ -143,7 +164,10 @@ def train_scorer(files: Sequence[str | Path], out: str | Path, settings: TrainSe
         "evaluation_generators": sorted(s.evaluation_generators),
         "instruction_share": s.instruction_share,
         "instructions": len({p.instruction for p in pairs}),
+        # so a later evaluation can count (or drop) the prompts this head learned from
+        "instruction_sha256_16": sorted({sha256_text(p.instruction)[:16] for p in pairs}),
         "per_generator": s.per_generator,
+        "augment_degradations": s.augment,
         "seed": s.seed,
         "l2": l2,
         "l2_grid": list(s.l2_grid),
@@ -157,7 +181,7 @@ def train_scorer(files: Sequence[str | Path], out: str | Path, settings: TrainSe
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sha = head.save(out)
-    train_margin = data.dz @ w
+    train_margin = data.dz @ w + (gamma * data.dl if s.length_term == "full" else 0.0)
     report = {"head": str(out), "sha256": sha, "l2": l2, "gamma": gamma, "cv": cv,
               "train_agreement": float(np.mean((train_margin > 0)[data.y != 0.5] == (data.y > 0.5)[data.y != 0.5])),
               "pairs": len(pairs), "answers": len(answers), "generators": gens,

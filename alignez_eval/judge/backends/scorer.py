@@ -7,7 +7,7 @@ there); the rest are computed once and stored."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from alignez_eval.errors import ArtifactError, ConfigError
@@ -29,6 +29,20 @@ def check_feature_model(head: ScorerHead) -> None:
         raise ArtifactError(f"scorer head was trained on features of {head.features.model} with weights sha256 "
                             f"{want[:12]}, but that model here has {have[:12]}; prepare the same model or retrain "
                             "the head with `alignez-eval train-scorer`")
+
+
+def refuse_trained_generators(spec: JudgeSpec, names: Iterable[str], why: str) -> None:
+    """A scorer judge must not be checked on generators whose answers it was trained on (compared by
+    family name, so X_verbose is X)."""
+    if spec.backend != "scorer":
+        return
+    from alignez_eval.scorer.data import generator_family
+
+    trained = set(load_head(spec.model).provenance.get("generators", []))
+    overlap = sorted(trained & {generator_family(n) for n in names if n})
+    if overlap:
+        raise ConfigError(f"the scorer head was trained on answers of {overlap}; {why}: retrain it with "
+                          "`train-scorer --exclude-generators` or evaluate on other generators")
 
 
 class ScorerBackend:
@@ -57,7 +71,7 @@ class ScorerBackend:
         items = [(r.instruction, r.answer_a) for r in requests]
         phi, self.extractor = features_for(items, self.head.features, extractor=self.extractor,
                                            batch_size=self.spec.batch_size)
-        scores = self.head.score(phi)
+        scores = self.head.score(phi, [a for _, a in items])
         self.calls += len(requests)
         for req, score in zip(requests, scores, strict=True):
             yield req, empty_result(grade=float(score))
