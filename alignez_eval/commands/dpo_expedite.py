@@ -39,7 +39,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pref-data", required=True, type=Path, help="preference pool: HH-RLHF transcripts or "
                    "prompt/chosen/rejected (.jsonl, .jsonl.gz, .json)")
     p.add_argument("--tuned", help="model_args of the tuned reference (gap closed is relative to it)")
-    p.add_argument("--judge", help="judge spec (default: the project's default judge, alignez_eval.judge.defaults)")
+    p.add_argument("--judge", help="judge spec (default: the project's default judge, alignez_eval.defaults)")
     p.add_argument("--judge-reference", type=Path, help="agreement.json stated in the report (default: the "
                    "default judge's, when the default judge is used)")
     p.add_argument("--name", default="dpo_expedite", help="reports/NAME/ (default %(default)s)")
@@ -86,11 +86,10 @@ def main(args: argparse.Namespace) -> int:
     if judge is None and (args.train_only or args.no_judge or args.no_generate):
         judge = "none (train only)"
     elif judge is None:
-        from alignez_eval.judge.defaults import DEFAULT_JUDGE
+        from alignez_eval.defaults import DEFAULT_JUDGE, DEFAULT_JUDGE_AGREEMENT
 
         judge = DEFAULT_JUDGE
-        if judge == f"hf:{demo.JUDGE}":  # the generative default: its measured agreement goes in the header
-            reference = reference or demo.JUDGE_REFERENCE
+        reference = reference or DEFAULT_JUDGE_AGREEMENT  # its measured agreement, stated in the header
         logger.info("judge: the default (%s), agreement from %s", judge, reference)
     fit = {**demo.DEFAULT_FIT, **{k: v for k, v in fit_settings(args).items() if v is not None}}
     cfg = ExpediteConfig(
