@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("alignez_eval.commands.demo", "compare on the embedded offline models and prompts"),
     "sweep": ("alignez_eval.commands.sweep", "grid/random sweep over edit settings, logged to wandb"),
     "sweep-agent": ("alignez_eval.commands.sweep_agent", "run one point from wandb.config (for `wandb agent`)"),
+    "train-dpo": ("alignez_eval.commands.train_dpo",
+                  "train a LoRA adapter with DPO (TRL) on real preference pairs (the [dpo] extra)"),
+    "dpo-expedite": ("alignez_eval.commands.dpo_expedite",
+                     "DPO on shares of a preference pool, +AlignEZ, judged and scored on held-out data"),
     "models": ("alignez_eval.commands.models", "list / prepare / locate the embedded offline models"),
 }
 

@@ -22,6 +22,7 @@ from lm_eval.api.registry import get_model, register_model
 from lm_eval.models.huggingface import HFLM
 
 from alignez_eval._autoload import MODEL_NAME
+from alignez_eval.adapters import adapter_identity, fitted_elsewhere, mark
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.editing.config import EDIT_SETTINGS, is_none
 from alignez_eval.editing.edited_model import EditedModel
@@ -56,6 +57,8 @@ class AlignEZHFLM(HFLM):
                 the edit settings: EditConfig's fields (alignez_eval/editing/config.py holds their
                 defaults, help and allowed values; unset layers/n_layers/component/gate are the artifact's)
     layers_path dotted path of the decoder-block list, for architectures not in the table
+    peft        (HFLM's) a LoRA adapter directory; an artifact fitted with another adapter, or with none,
+                or on another model, is applied with a warning naming the fix
     fit         self (fit on the evaluation's own prompts) | QUERIES.jsonl | TASK; settings as fit_<name>=…
                 (fit_method, fit_energy, fit_keywords, fit_limit, fit_answer_tokens, fit_cache_dir, fit_out, …)
     """
@@ -82,7 +85,9 @@ class AlignEZHFLM(HFLM):
         self.reuse_prompt_cache = True
         # bad settings (alpha=abc) fail here, before minutes of weight loading
         EditConfig.from_mapping(self._edit_settings)
+        self.adapter = adapter_identity(kwargs.get("peft"))  # a directory that is no adapter fails here
         super().__init__(pretrained, **kwargs)
+        mark(self.model, self.adapter)  # a fit on this model (compare, fit=...) records the adapter
         self._rank, self._world_size = data_parallel_rank(getattr(self, "accelerator", None), self._rank,
                                                           self._world_size)
         self.layers_path = layers_path
@@ -109,6 +114,8 @@ class AlignEZHFLM(HFLM):
             else:
                 raise ConfigError(f"edit={edit!r}: pass a path to an edit artifact, or edit=none")
         config = EditConfig.from_mapping(settings)
+        if edit is not _KEEP and self._edit is not None:
+            self._warn_if_fitted_elsewhere(self._edit)
         if self._edit is not None and self.backend != "causal":
             raise ConfigError(f"alignez-hf edits decoder-only models; this one loads as {self.backend}. "
                               "Use edit=none, or --model hf")
@@ -118,6 +125,14 @@ class AlignEZHFLM(HFLM):
         self._edited = None if plan is None else EditedModel(self.model, plan, autocast=self._autocast)
         if plan is not None:
             logger.info("alignez-hf edit: %s", {k: v for k, v in plan.describe().items() if k != "edit"})
+
+    def _warn_if_fitted_elsewhere(self, edit: Edit) -> None:
+        why = fitted_elsewhere(edit.meta.fit.get("model_identity"), self.model, self.adapter)
+        if why:
+            logger.warning("edit artifact %s does not belong to this model: %s. Its directions were read from "
+                           "another model's activations; fit one on this model (`alignez-eval fit --model_args "
+                           "pretrained=...,peft=...`, or fit=self) unless the transfer is what you are measuring",
+                           edit.path or "(in memory)", why)
 
     @property
     def edit_plan(self) -> EditPlan | None:

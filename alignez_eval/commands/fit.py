@@ -22,6 +22,9 @@ examples:
   # a query file, the harmless keywords, the v1 (RoboShot) form
   alignez-eval fit --model_args pretrained=DIR --queries my_queries.jsonl --method v1 \\
       --keywords harmless --out edits/v1.safetensors
+  # on a LoRA adapter (e.g. from `alignez-eval train-dpo`): generated, read and fitted with it applied
+  alignez-eval fit --model_args pretrained=gemma-3-270m,peft=adapters/dpo-5pct,dtype=float32 \\
+      --queries alignez_embedded --limit 24 --out edits/dpo5-v2.safetensors
   # ground-truth pairs (HH-RLHF / UltraFeedback / prompt-chosen-rejected JSONL), small-data regime
   alignez-eval fit --model_args pretrained=DIR --pref-data hh_train.jsonl --pref-limit 64 \\
       --method caa --out edits/caa-gt.safetensors
@@ -42,14 +45,15 @@ same fit reuses it, a killed fit resumes its generation, and methods fitted on t
 one generation pass.
 """
 
-LOAD_KEYS = ("pretrained", "dtype", "device", "gguf_file", "revision", "trust_remote_code", "layers_path")
+LOAD_KEYS = ("pretrained", "dtype", "device", "gguf_file", "revision", "trust_remote_code", "layers_path", "peft")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("--model_args", "--model-args", required=True,
                         help="pretrained=DIR|NAME[,dtype=bfloat16|float32][,device=cpu|cuda][,gguf_file=F]"
-                             "[,revision=R][,layers_path=model.layers]")
+                             "[,revision=R][,layers_path=model.layers][,peft=ADAPTER_DIR (a LoRA adapter, merged in; "
+                             "needs the [dpo] extra)]")
     groups = {name: parser.add_argument_group(name) for name in GROUPS}
     groups["data"].add_argument("--queries",
                                 help="query JSONL (instruction/query/prompt per line) or one of our task names")
@@ -125,11 +129,16 @@ def load_model(model_args: dict[str, str]) -> tuple[Any, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot load pretrained={pretrained!r} ({exc}); pass a local model directory "
                           "or an embedded model name (`alignez-eval models list`)") from exc
+    if args.get("peft"):
+        from alignez_eval.adapters import apply_adapter
+
+        model = apply_adapter(model, args["peft"], merge=True)
     device = args.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), tok
 
 
 def main(args: argparse.Namespace) -> int:
+    from alignez_eval.adapters import adapter_identity
     from alignez_eval.fitting import run_fit, write_outputs
     from alignez_eval.pipeline.identity import parse_model_args
 
@@ -141,6 +150,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out {args.out!r} should end in .safetensors (the artifact format)")
+    adapter = adapter_identity(model_args.get("peft"))  # a directory that is no adapter fails here
     queries = None
     if args.queries and not args.pref_data:
         from alignez_eval.queries import load_queries
@@ -152,7 +162,7 @@ def main(args: argparse.Namespace) -> int:
     cache_dir: Any = None if args.no_cache else (args.cache_dir or "default")
     result = run_fit(
         model, tok, queries, settings, pref_data=args.pref_data, cache_dir=cache_dir,
-        activations_path=args.activations, model_name=model_args.get("pretrained"),
+        activations_path=args.activations, model_name=model_args.get("pretrained"), adapter=adapter,
         progress=not args.no_progress,
     )
     paths = write_outputs(result, out)

@@ -31,11 +31,8 @@ def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
     """Identity of an in-memory model: its config, dtype, and the first/last values of every
     parameter (two random inits, or a base and its fine-tune, differ there; hashing all weights
     would cost seconds per call)."""
-    cfg = getattr(model, "config", None)
-    cfg_d = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else {}
+    cfg_d = _config_dict(model)
     name = str(cfg_d.pop("_name_or_path", "") or getattr(model, "name_or_path", ""))
-    for volatile in ("transformers_version", "use_cache"):
-        cfg_d.pop(volatile, None)
     h = hashlib.sha256()
     dtype = None
     with torch.no_grad():
@@ -47,6 +44,21 @@ def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
             h.update(str(tuple(p.shape)).encode())
             h.update(sample.numpy().tobytes())
     return {"name": name, "config_sha256": sha256_json(cfg_d), "weights": h.hexdigest(), "dtype": dtype}
+
+
+def _config_dict(model: torch.nn.Module) -> dict[str, Any]:
+    cfg = getattr(model, "config", None)
+    cfg_d = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else {}
+    for volatile in ("transformers_version", "use_cache"):
+        cfg_d.pop(volatile, None)
+    return cfg_d
+
+
+def model_config_sha256(model: torch.nn.Module) -> str:
+    """The `config_sha256` of `model_fingerprint`, without reading any weight."""
+    cfg_d = _config_dict(model)
+    cfg_d.pop("_name_or_path", None)
+    return sha256_json(cfg_d)
 
 
 def default_cache_dir() -> Path:

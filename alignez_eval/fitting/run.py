@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from alignez_eval.adapters import model_adapter
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.fitting.activations import pair_activations
 from alignez_eval.fitting.cache import (
@@ -38,15 +39,23 @@ def run_fit(
     cache_dir: str | os.PathLike[str] | None = "default",
     activations_path: str | os.PathLike[str] | None = None,
     model_name: str | None = None,
+    adapter: dict[str, str] | None = None,
     progress: bool = True,
     on_batch: Callable[[int, list[dict[str, Any]]], None] | None = None,
 ) -> FitResult:
-    """The whole pipeline; `fit` is the short form returning only the `Edit`."""
+    """The whole pipeline; `fit` is the short form returning only the `Edit`.
+
+    `adapter` (alignez_eval.adapters.adapter_identity of a PEFT adapter applied to `model`, merged or
+    not; default: the one the loaders marked on `model`) joins the model's identity: it keys the cache
+    and is recorded in the artifact."""
     s = settings or FitSettings()
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     cache = resolve_cache_dir(cache_dir)
     ident = model_fingerprint(model)
+    adapter = adapter if adapter is not None else model_adapter(model)
+    if adapter:
+        ident["adapter"] = dict(adapter)
 
     pairs = identify_pairs(queries, pref_data, s, ident, timings)
     key = fit_key(pairs.data_key, s, ident)

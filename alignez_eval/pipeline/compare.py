@@ -98,6 +98,11 @@ class ComparePipeline:
             self.systems["tuned"] = System("tuned", "tuned")
         for m in cfg.methods:
             self.systems[m] = System(m, "base", m)
+        for label, spec, also_alignez in cfg.extra_systems:
+            self._add_model(label, spec, chat=False)
+            self.systems[label] = System(label, label)
+            if also_alignez:
+                self.systems[f"{label}+alignez"] = System(f"{label}+alignez", label, "alignez")
         self.comparisons = [Comparison(cfg.name, "base", [s for s in self.systems if s != "base"],
                                        tuned="tuned" if cfg.tuned else None)]
         self.instruct_comparisons: list[Comparison] = []
@@ -133,6 +138,10 @@ class ComparePipeline:
         if chat is None:
             chat = has_chat_template(args["pretrained"])
         ident = model_identity(args["pretrained"], args.get("revision"))
+        if args.get("peft"):
+            from alignez_eval.adapters import adapter_identity
+
+            ident = {**ident, "adapter": adapter_identity(args["peft"])}
         self.models[key] = ModelEntry(key, args, chat, ident)
 
     def task_for(self, system: System, dataset: str) -> str:

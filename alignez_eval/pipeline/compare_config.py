@@ -49,6 +49,10 @@ class CompareConfig:
     judge_reference_limit: int | None = None
     # directories of the user's own task YAMLs (lm-eval's --include_path), searched after ours
     include_path: tuple[str, ...] = ()
+    # further systems on the main leaderboard, judged against the base like the rest: (label,
+    # model_args, also_alignez). They use the base's prompt variant (e.g. the base with a LoRA
+    # adapter, peft=DIR); also_alignez adds LABEL+alignez, fitted on that model's own generations.
+    extra_systems: list[tuple[str, str, bool]] = field(default_factory=list)
     command: str | None = None
 
     def __post_init__(self) -> None:
