@@ -157,11 +157,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("alignez_eval.queries",),
     ("alignez_eval.selfpref",),
     ("alignez_eval.editing", "alignez_eval.apply"),
-    ("alignez_eval.fitting",),
+    ("alignez_eval.fitting", "alignez_eval.adapters"),  # adapters: a LoRA adapter's identity, checked at fit time
     ("model_adapters.alignez_hf", "model_adapters"),
     ("alignez_eval.judge", "alignez_eval.scorer"),  # the scorer is a judge backend's model
     ("alignez_eval.report",),
     ("alignez_eval.pipeline",),
+    ("alignez_eval.dpo",),  # train-dpo and the expedite experiment, on top of compare's pipeline
     ("alignez_eval.commands",),
     ("alignez_eval", "alignez_eval.cli", "alignez_eval.__main__"),  # the public API and the CLI: the top
 )

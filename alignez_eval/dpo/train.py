@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from alignez_eval import __version__
 from alignez_eval.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from alignez_eval.dpo.data import PrefPair
 from alignez_eval.errors import ConfigError
 from alignez_eval.hashing import sha256_json
+from alignez_eval.package import __version__
 
 logger = logging.getLogger(__name__)
 
