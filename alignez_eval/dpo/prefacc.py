@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from alignez_eval.dpo.data import PrefPair
 from alignez_eval.bootstrap import bootstrap_indices, percentile_ci
+from alignez_eval.dpo.data import PrefPair
 
 
 def truncate_pairs(pairs: list[PrefPair], tokenizer: Any, max_length: int) -> list[PrefPair]:
