@@ -8,9 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # Links to pages another change is writing, skipped until then (delete an entry once its target exists):
-PENDING = {
-    ("docs/scorer.md", "../reports/scorer/README.md"),  # the scorer study, issue 17
-}
+PENDING: set[tuple[str, str]] = set()
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
 
 

@@ -4,7 +4,8 @@ base gemma-3-270m (base prompt variant) vs the tuned reference SmolLM2-135M-Inst
 variant + its template), with AlignEZ (v2) and CAA fitted on the evaluation prompts themselves,
 judged by the default judge (alignez_eval/defaults.py; --judge to change it). Every model comes
 from a pinned PyPI wheel converted once to a local directory: no hub, no network after set-up.
-The defaults are sized to finish within 15 minutes on 2 CPU cores (see README "What the demo shows").
+The defaults were sized for 2 CPU cores with fast bf16 (reports/demo/README.md); on an AVX2-only CPU
+(fp32) generation and self-generation take several times longer.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ TUNED = "smollm2-135m-instruct"
 INSTRUCT = ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
 TASK = "alignez_embedded"
 
-# Sized for 2 CPU cores (measured, see README "What the demo shows"): bf16 generation, all 48 prompts
+# Sized for 2 CPU cores (measured, reports/demo/README.md): bf16 generation, all 48 prompts
 # in one batch (batch 48 ran ~12% faster than 2 x 24 for gemma-3-270m; batch 1 is ~10x slower);
 # 48 prompts is the least that gives a net win a usable CI (about +-20 points).
 DEFAULT_LIMIT = 48

@@ -37,7 +37,7 @@ TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
 #   rm: difference of reward scores
 DEFAULT_MARGIN = {"single": 0.5, "pairwise": 0.05, "rm": 0.0}
 # The local (hf) judge's defaults were chosen by agreement with GPT-4 on real AlpacaEval pairs
-# (README "Judge agreement"; tuned on two generators' pairs, reported on three others'):
+# (reports/judge_agreement/README.md; tuned on two generators' pairs, reported on three others'):
 # pairwise, the anchored prompt, no tie band (the order-averaged score is continuous, and a margin
 # turned decisive agreements into ties), and the length correction that brings the judge's
 # longer-answer preference down to GPT-4's (~72% of decisive pairs).
