@@ -126,7 +126,7 @@ class Reference:
     null_rows: list[int] = field(default_factory=list)  # rows skipped for a null/NaN preference
 
 
-def _records(path: Path, text: str) -> tuple[str, list[tuple[int, str, Any]]]:
+def json_records(path: Path, text: str) -> tuple[str, list[tuple[int, str, Any]]]:
     """-> (format, [(row, where, record)]); `where` names the row (and its line in JSONL)."""
     body = text.lstrip("\ufeff").strip()
     if body.startswith("["):
@@ -170,7 +170,7 @@ def load_reference(path: str | Path) -> Reference:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON or JSONL") from None
-    fmt, records = _records(path, text)
+    fmt, records = json_records(path, text)
     pairs: list[RefPair] = []
     nulls: list[int] = []
     for row, where, rec in records:

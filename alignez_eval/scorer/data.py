@@ -21,8 +21,6 @@ Generators are compared by family name: AlpacaEval 2's prompted variants `X_conc
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import math
 import random
 from collections.abc import Iterable, Sequence
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import DataError
+from alignez_eval.judge.agreement import json_records
 
 VARIANT_SUFFIXES = ("_concise", "_verbose")
 FIX = ("each row needs instruction, output_1, output_2 (text) and preference (1 = output_1 better, 2 = output_2, "
@@ -89,28 +88,6 @@ def read_text(path: Path) -> str:
         raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON or JSONL") from None
 
 
-def _records(path: Path, text: str) -> list[tuple[str, Any]]:
-    body = text.strip()
-    if body.startswith("["):
-        try:
-            return [(f"row {i}", r) for i, r in enumerate(json.loads(body))]
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); give a JSON list "
-                            "(AlpacaEval annotations.json) or JSONL") from None
-    out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((f"row {len(out)} (line {lineno})", json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {lineno}: not a JSON object ({exc.msg}); JSONL needs one complete "
-                            "object per line (or give a JSON list)") from None
-    if not out:
-        raise DataError(f"{path} holds no annotations; {FIX}")
-    return out
-
-
 HH_GENERATOR = "hh-rlhf"
 _HUMAN, _ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 
@@ -135,14 +112,6 @@ def hh_pair(rec: dict[str, Any]) -> tuple[str, str, str] | None:
     return a[0], b[1], a[1]
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_pairs(path: str | Path) -> tuple[list[PrefPair], int]:
     """-> (pairs, rows skipped: a null preference, or an HH-RLHF row without a clean last-turn pair)."""
     path = Path(path)
@@ -150,7 +119,11 @@ def load_pairs(path: str | Path) -> tuple[list[PrefPair], int]:
         raise DataError(f"annotation file {path} does not exist; pass AlpacaEval annotations (JSON list or "
                         "JSONL, optionally .gz)")
     pairs, skipped = [], 0
-    for row, (where, rec) in enumerate(_records(path, read_text(path))):
+    # the same JSON-list / JSONL reading (and its errors) as judge-agreement's reference files
+    _format, records = json_records(path, read_text(path))
+    if not records:
+        raise DataError(f"{path} holds no annotations; {FIX}")
+    for row, where, rec in records:
         if not isinstance(rec, dict):
             raise DataError(f"{path} {where}: a {type(rec).__name__}, not an object; {FIX}")
         if "chosen" in rec and "rejected" in rec and "preference" not in rec:

@@ -23,12 +23,11 @@ import numpy as np
 
 from alignez_eval.atomic import atomic_write_json
 from alignez_eval.errors import ConfigError, DataError
-from alignez_eval.hashing import sha256_text
+from alignez_eval.hashing import sha256_file, sha256_text
 from alignez_eval.scorer.augment import degraded_pairs
 from alignez_eval.scorer.data import (
     PrefPair,
     check_disjoint,
-    file_sha256,
     generator_family,
     instruction_split,
     load_pairs,
@@ -97,7 +96,7 @@ def select_pairs(files: Sequence[str | Path], s: TrainSettings) -> tuple[list[Pr
     sources = []
     for f in files:
         rows, skipped = load_pairs(f)
-        sources.append({"file": Path(f).name, "sha256": file_sha256(f), "rows": len(rows) + skipped,
+        sources.append({"file": Path(f).name, "sha256": sha256_file(f), "rows": len(rows) + skipped,
                         "skipped_null": skipped})
         pairs += rows
     excluded = {generator_family(g) for g in s.exclude_generators}
