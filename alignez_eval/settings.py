@@ -1,5 +1,5 @@
 """One settings mechanism for every group of user settings (the edit's `EditConfig`, the fit's
-`FitSettings`): a frozen dataclass whose fields say, once, their default, help text and allowed
+`FitSettings`, the judge's `JudgeSpec` and its per-backend options): a frozen dataclass whose fields say, once, their default, help text and allowed
 values (and, for a command line, their group and flag), and one reader, `Settings.from_mapping`,
 that turns loosely typed values (CLI strings, lm-eval model_args, YAML, wandb configs) into a
 checked object before any model loads.
@@ -63,6 +63,12 @@ class Settings:
     def from_mapping(cls, values: Mapping[str, Any]) -> Any:
         """A checked object from loosely typed values (a setting absent takes its default; names may
         use dashes for underscores, as flags do)."""
+        return cls(**cls.typed_values(values))
+
+    @classmethod
+    def typed_values(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """`values` as the fields' types say (not yet checked by `__post_init__`); one ConfigError
+        naming an unknown setting and the known ones."""
         given = {str(k).replace("-", "_"): v for k, v in values.items()}
         known = cls.names()
         unknown = sorted(set(given) - set(known))
@@ -74,7 +80,7 @@ class Settings:
         for name, raw in given.items():
             coerce = cls.meta(name).get("coerce")
             out[name] = coerce(raw) if coerce is not None else coerce_to(name, raw, hints[name])
-        return cls(**out)
+        return out
 
     def replace(self, **changes: Any) -> Any:
         """A copy with `changes` read as `from_mapping` reads them (no changes: this object)."""

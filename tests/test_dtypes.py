@@ -50,7 +50,7 @@ def test_concrete_names_pass_through_and_auto_is_cached() -> None:
 
 def test_judge_identity_records_the_resolved_dtype() -> None:
     auto = parse_judge_spec("hf:/m,mode=pairwise")
-    assert auto.dtype == "auto"
+    assert auto.options.dtype == "auto"
     assert auto.identity()["dtype"] == dtypes.fast_dtype("cpu")
     pinned = parse_judge_spec(f"hf:/m,mode=pairwise,dtype={dtypes.fast_dtype('cpu')}")
     assert pinned.identity_hash() == auto.identity_hash()  # same weights -> same cache entries

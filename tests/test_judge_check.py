@@ -76,7 +76,7 @@ def test_judge_check_scores_and_cli(tmp_path):
 
 def test_spec_parsing():
     s = parse_judge_spec("openai:gpt-4o-mini@http://127.0.0.1:8080/v1,concurrency=8,mode=single,margin=1")
-    assert (s.backend, s.model, s.base_url, s.concurrency, s.mode, s.margin, s.scale) == (
+    assert (s.backend, s.model, s.options.base_url, s.options.concurrency, s.mode, s.margin, s.scale) == (
         "openai", "gpt-4o-mini", "http://127.0.0.1:8080/v1", 8, "single", 1.0, 10)
     # the local judge's defaults, chosen by agreement with GPT-4 (README "Judge agreement")
     h = parse_judge_spec("hf:qwen2.5-coder-1.5b-instruct")
@@ -93,13 +93,54 @@ def test_spec_parsing():
     assert parse_judge_spec("hf:y").identity_hash() != parse_judge_spec("hf:x").identity_hash()
     from alignez_eval.errors import ConfigError
 
-    for bad in ("nope:x", "hf:x,batch_size=zero", "hf:x,colour=red", "hf:x,mode=both"):
+    for bad in ("nope:x", "hf:x,batch_size=zero", "hf:x,colour=red", "hf:x,mode=both", "hf:x,batch_size=0"):
         with pytest.raises(ConfigError):
             parse_judge_spec(bad)
+
+
+def test_backend_settings_are_nested_and_checked_per_backend(tmp_path):
+    from alignez_eval.errors import ConfigError
+    from alignez_eval.judge.spec import HFOptions, OpenAIOptions, ScorerOptions
+
+    h = parse_judge_spec("hf:x,batch_size=8,prefix_cache=0,margin=0.1")
+    assert isinstance(h.options, HFOptions) and (h.options.batch_size, h.options.prefix_cache, h.margin) == (8, 0, 0.1)
+    assert isinstance(parse_judge_spec("scorer:alpaca-gpt4-smollm2").options, ScorerOptions)
+    # a setting of another backend is named with its owner, not silently ignored
+    with pytest.raises(ConfigError, match=r"concurrency do not apply to the scorer backend \(concurrency belong to the openai"):
+        parse_judge_spec("scorer:alpaca-gpt4-smollm2,concurrency=4")
+    with pytest.raises(ConfigError, match="dtype do not apply to the scorer backend"):
+        parse_judge_spec("scorer:alpaca-gpt4-smollm2,dtype=bfloat16")  # the head fixes its feature dtype
+    with pytest.raises(ConfigError, match="its settings are backend, model, mode"):
+        parse_judge_spec("openai:m,colour=red")
+    # YAML may nest the backend's settings under its name; flat and nested read the same
+    f = tmp_path / "j.yaml"
+    f.write_text("backend: openai\nmodel: m\nmode: single\nopenai:\n  concurrency: 2\n  temperature: none\n"
+                 "  extra_body: {reasoning_effort: low}\n")
+    nested = parse_judge_spec(f)
+    flat = parse_judge_spec({"backend": "openai", "model": "m", "mode": "single", "concurrency": "2",
+                             "temperature": "none", "extra_body": {"reasoning_effort": "low"}})
+    assert nested == flat and nested.options == OpenAIOptions(concurrency=2, temperature=None,
+                                                             extra_body={"reasoning_effort": "low"})
+    assert nested.identity_hash() == flat.identity_hash()
+    # a manifest's record reads back as the same spec
+    assert parse_judge_spec(nested.public_dict()) == nested
+    with pytest.raises(ConfigError, match="extra_body must be a mapping"):
+        parse_judge_spec("openai:m,extra_body=x")
+
+
+def test_with_overrides_takes_the_new_modes_defaults_and_keeps_a_preloaded_model():
+    from alignez_eval.judge.spec import with_overrides
+
+    marker = object()
+    h = parse_judge_spec("hf:x,batch_size=8").using(marker, marker)
+    s = with_overrides(h, mode="single")
+    assert (s.mode, s.prompt, s.margin, s.length_debias, s.options.batch_size) == ("single", "single", 0.5, 0.0, 8)
+    assert s.model_obj is marker and s.tokenizer_obj is marker
+    assert with_overrides(h, margin=0.3).margin == 0.3 and with_overrides(h) is h
 
 
 def test_spec_yaml_file(tmp_path):
     f = tmp_path / "judge.yaml"
     f.write_text("backend: openai\nmodel: m\nbase_url: http://127.0.0.1:1/v1\nconcurrency: 2\n")
     s = parse_judge_spec(str(f))
-    assert (s.backend, s.concurrency, s.mode) == ("openai", 2, "pairwise")
+    assert (s.backend, s.options.concurrency, s.mode) == ("openai", 2, "pairwise")

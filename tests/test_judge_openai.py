@@ -385,7 +385,7 @@ def test_extra_body_is_sent_and_keys_the_cache(tmp_path):
                              "temperature: none\nextra_body:\n  reasoning_effort: low\n"
                              "  chat_template_kwargs: {enable_thinking: false}\n")
         spec = parse_judge_spec(str(yaml_spec))
-        assert spec.temperature is None and spec.token_param == "max_completion_tokens"
+        assert spec.options.temperature is None and spec.options.token_param == "max_completion_tokens"
         cache = JudgmentCache(tmp_path / "c.sqlite")
         recs, _ = _judge(spec, cache=cache)
         assert {k: r["verdict"] for k, r in recs.items()} == EXPECTED
@@ -420,7 +420,7 @@ def test_identity_of_specs_without_the_new_options_is_unchanged():
     ({"backend": "openai", "model": "o3", "extra_body": {"max_tokens": 5}}, "use max_tokens and token_param"),
     ({"backend": "openai", "model": "o3", "extra_body": {"stream": True}}, "'stream'"),
     ({"backend": "openai", "model": "o3", "extra_body": {"seed": float("nan")}}, "not plain JSON"),
-    ("openai:o3,temperature=cold", "temperature='cold' is not a number"),
+    ("openai:o3,temperature=cold", "temperature='cold' is not a valid float"),
 ])
 def test_bad_request_options_are_one_clear_error(spec, message):
     from alignez_eval.errors import ConfigError

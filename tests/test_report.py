@@ -7,6 +7,7 @@ import csv
 import json
 import shutil
 import struct
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -102,8 +103,8 @@ def test_report_cli(judged, capsys):
     assert "--tuned 'nobody' is not a candidate" in capsys.readouterr().err
 
 
-def _wandb_history(path: Path) -> dict[str, object]:
-    """History items of an offline run file. wandb >= 0.2x writes it from its Go core and ships no
+def _wandb_records(path: Path) -> list[object]:
+    """Records of an offline run file. wandb >= 0.2x writes it from its Go core and ships no
     Python reader: it is a LevelDB-style log (32 KiB blocks, 7-byte record headers) after a
     7-byte ':W&B' file header, each record a wandb_internal_pb2.Record."""
     from wandb.proto import wandb_internal_pb2 as pb
@@ -124,10 +125,28 @@ def _wandb_history(path: Path) -> dict[str, object]:
         elif kind == 4:
             records.append(buf + chunk)
             buf = b""
-    history: dict[str, object] = {}
+    parsed = []
     for raw in records:
         rec = pb.Record()
         rec.ParseFromString(raw)
+        parsed.append(rec)
+    return parsed
+
+
+def _wandb_history(path: Path, wait_s: float = 60.0) -> dict[str, object]:
+    """History items of an offline run, once the run's exit record is on disk: wandb-core writes
+    the file from its own process, and on a loaded CI machine `finish()` has returned before the
+    last records landed (CI saw a history without the report's metrics)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = _wandb_records(path)
+        kinds = [r.WhichOneof("record_type") for r in records]
+        if "exit" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "exit" in kinds, f"no exit record in {path} after {wait_s} s; record kinds: {sorted(set(kinds))}"
+    history: dict[str, object] = {}
+    for rec in records:
         if rec.WhichOneof("record_type") == "history":
             for item in rec.history.item:
                 history[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
@@ -143,6 +162,7 @@ def test_wandb_offline_logs_table_and_figures(judged, tmp_path, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     history = _wandb_history(next(runs[0].glob("*.wandb")))
+    assert "alignez:alignez_fx/net,pairwise" in history, sorted(history)
     assert history["alignez:alignez_fx/net,pairwise"] == pytest.approx(50.0)
     assert history["alignez:alignez_fx/gap_closed,pairwise"] == pytest.approx(40.0)
     assert "alignez:alignez_fx/length_adjusted_win_rate,pairwise" in history

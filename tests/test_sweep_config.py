@@ -57,8 +57,22 @@ def test_random_search_is_seeded_distinct_and_in_range() -> None:
 def test_bad_configs_name_the_fix(bad: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         parse_sweep({**BASE, **bad})
-    with pytest.raises(ConfigError, match="missing `judge`"):
-        parse_sweep({"base": "x", "tasks": ["t"], "parameters": {"alpha": [1]}})
+    with pytest.raises(ConfigError, match="missing `tasks`"):
+        parse_sweep({"base": "x", "judge": "hf:/j", "parameters": {"alpha": [1]}})
+
+
+def test_judge_is_optional_and_checked_at_parse_time() -> None:
+    from alignez_eval.defaults import DEFAULT_JUDGE
+
+    raw = {"base": "x", "tasks": ["t"], "parameters": {"alpha": [1]}}
+    assert parse_sweep(raw).judge == DEFAULT_JUDGE
+    # an agent's copy keeps ${model:…} unexpanded; the spec is still checked
+    assert parse_sweep({**raw, "judge": "hf:${model:qwen2.5-coder-1.5b-instruct},batch_size=8"}).judge.startswith("hf:")
+    for judge, match in (("hf:x,concurrency=2", "judge: judge setting.s. concurrency do not apply to the hf"),
+                         ("scorer:no-such-head", "judge: scorer head 'no-such-head' is neither"),
+                         ("hf:x,mode=both", "judge: judge mode 'both' is unknown")):
+        with pytest.raises(ConfigError, match=match):
+            parse_sweep({**raw, "judge": judge})
 
 
 def test_split_is_seeded_disjoint_and_stable_under_reordering() -> None:

@@ -10,7 +10,7 @@ name: demo_alpha_layers
 base: pretrained=${model:gemma-3-270m},dtype=${dtype:auto}
 tuned: pretrained=${model:smollm2-135m-instruct},dtype=${dtype:auto}
 tasks: [alignez_embedded]       # or your own tasks, with include_path: [DIR] (relative to this file)
-judge: hf:${model:qwen2.5-coder-1.5b-instruct}
+judge: hf:${model:qwen2.5-coder-1.5b-instruct}   # optional; omitted: the default judge (alignez_eval/defaults.py)
 limit: 64
 heldout: 0.5          # fraction of prompts the sweep never sees; the best point is reported there
 seed: 0
@@ -37,8 +37,10 @@ from typing import Any
 
 import yaml
 
+from alignez_eval.defaults import DEFAULT_JUDGE
 from alignez_eval.editing.config import EditConfig
 from alignez_eval.errors import ConfigError
+from alignez_eval.judge.spec import parse_judge_spec
 from alignez_eval.pipeline.parts import SET_EDIT_SETTINGS
 
 # Edit settings a sweep may vary. Fit-time settings change the fitted artifact (cached per value);
@@ -206,7 +208,7 @@ def parse_sweep(raw: dict[str, Any], source: Path | None = None) -> SweepConfig:
     where = f"sweep config {source}" if source else "sweep config"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
-    for req in ("base", "tasks", "judge", "parameters"):
+    for req in ("base", "tasks", "parameters"):
         if req not in raw:
             raise ConfigError(f"{where}: missing `{req}`; see sweeps/demo_alpha_layers.yaml for a complete example")
     known = {"name", "base", "tuned", "tasks", "judge", "parameters", "fixed", "search", "method", "n_points",
@@ -246,6 +248,12 @@ def parse_sweep(raw: dict[str, Any], source: Path | None = None) -> SweepConfig:
         raise ConfigError(f"{where}: metric {metric!r} unknown; choose from {', '.join(METRICS)}")
     if metric == "gap_closed" and not raw.get("tuned"):
         raise ConfigError(f"{where}: metric gap_closed needs a `tuned` model; add one or use metric: net_win")
+    judge = str(raw.get("judge") or DEFAULT_JUDGE)
+    try:
+        # unexpanded ${model:…} (an agent's copy) stands in as a name: the spec's own checks still run
+        parse_judge_spec(_SUBST.sub(lambda m: m.group(2).strip() or "x", judge))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: judge: {exc}") from None
     wb = dict(raw.get("wandb") or {})
     name = str(raw.get("name") or (source.stem if source else "sweep"))
     include = raw.get("include_path") or []
@@ -257,7 +265,7 @@ def parse_sweep(raw: dict[str, Any], source: Path | None = None) -> SweepConfig:
         base=str(raw["base"]),
         tuned=str(raw["tuned"]) if raw.get("tuned") else None,
         tasks=[str(t) for t in tasks],
-        judge=str(raw["judge"]),
+        judge=judge,
         params=params,
         fixed=fixed,
         search=search,

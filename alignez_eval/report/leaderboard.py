@@ -144,6 +144,8 @@ def _mode_note(manifest: dict[str, Any]) -> str:
     mode = manifest["mode"]
     if judge["backend"] == "rm":
         how = "each answer scored once by a reward model; winner by score difference"
+    elif judge["backend"] == "scorer":
+        how = "each answer scored once by a scorer head; winner by score difference"
     elif mode == "single":
         how = f"each answer graded 1-{judge.get('scale')} on its own; winner by grade difference"
     elif judge["backend"] == "hf":

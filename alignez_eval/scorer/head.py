@@ -27,12 +27,11 @@ import torch
 from alignez_eval.atomic import atomic_write_safetensors
 from alignez_eval.errors import ArtifactError
 from alignez_eval.hashing import canonical_json, sha256_file, sha256_text
-from alignez_eval.scorer.spec import FeatureSpec
+from alignez_eval.scorer.spec import FeatureSpec, resolve_head_path
 
 HEAD_FORMAT = "alignez-eval/scorer-head/1"
 META_KEY = "alignez_scorer"
 LENGTH_TERMS = ("none", "control", "full")
-PACKAGED_DIR = Path(__file__).resolve().parent / "heads"
 
 
 def answer_length(answer: str) -> float:
@@ -88,19 +87,6 @@ def _checksum(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> str:
     body = {k: v for k, v in meta.items() if k != "checksum"}
     parts = [canonical_json(body)] + [f"{k}:{tensors[k].double().numpy().tobytes().hex()}" for k in sorted(tensors)]
     return sha256_text("\n".join(parts))
-
-
-def resolve_head_path(name: str | Path) -> Path:
-    """A head file as given, else a packaged head by name (alignez_eval/scorer/heads/NAME.safetensors)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    packaged = PACKAGED_DIR / f"{name}.safetensors"
-    if packaged.is_file():
-        return packaged
-    known = sorted(p.stem for p in PACKAGED_DIR.glob("*.safetensors"))
-    raise ArtifactError(f"scorer head {name!r} is neither a file nor a packaged head ({', '.join(known) or 'none'}); "
-                        "train one with `alignez-eval train-scorer` or name a packaged one")
 
 
 def load_head(name: str | Path) -> ScorerHead:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from alignez_eval.errors import ConfigError
+from alignez_eval.errors import ArtifactError, ConfigError
 from alignez_eval.hashing import sha256_json, sha256_text
 
 POOLINGS = ("mean", "last")
+PACKAGED_DIR = Path(__file__).resolve().parent / "heads"
 # Bumped when rendering or pooling changes, so old stores are not mixed with new vectors.
 RENDER_VERSION = 1
 
@@ -77,3 +79,14 @@ def answer_key(instruction: str, answer: str) -> str:
     return sha256_text(json.dumps([instruction, answer], ensure_ascii=False))
 
 
+def resolve_head_path(name: str | Path) -> Path:
+    """A head file as given, else a packaged head by name (alignez_eval/scorer/heads/NAME.safetensors)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_DIR / f"{name}.safetensors"
+    if packaged.is_file():
+        return packaged
+    known = sorted(p.stem for p in PACKAGED_DIR.glob("*.safetensors"))
+    raise ArtifactError(f"scorer head {name!r} is neither a file nor a packaged head ({', '.join(known) or 'none'}); "
+                        "train one with `alignez-eval train-scorer` or name a packaged one")

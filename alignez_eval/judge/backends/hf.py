@@ -115,7 +115,7 @@ class HFBackend:
     # ---------------------------------------------------------------------------------------------
     def render(self, req: JudgeRequest) -> tuple[list[int], bool]:
         """Token ids of the full judge input (chat template + prefill), and whether an answer was cut."""
-        cut = self.spec.max_answer_tokens
+        cut = self.spec.options.max_answer_tokens
         a, ta = truncate_tokens(self.tokenizer, req.answer_a, cut)
         if req.kind == "pair":
             b, tb = truncate_tokens(self.tokenizer, req.answer_b, cut)
@@ -229,8 +229,8 @@ class HFBackend:
         if not rendered:
             return
         rendered.sort(key=lambda r: len(r[1]))  # similar lengths together: less padding
-        prefix = common_prefix([ids for _req, ids, _cut in rendered]) if self.spec.prefix_cache else []
-        bs = self.spec.batch_size
+        prefix = common_prefix([ids for _req, ids, _cut in rendered]) if self.spec.options.prefix_cache else []
+        bs = self.spec.options.batch_size
         for start in range(0, len(rendered), bs):
             chunk = rendered[start:start + bs]
             logp, mass = self.label_logprobs([ids for _req, ids, _cut in chunk], prefix or None)

@@ -52,7 +52,7 @@ def load_judge_model(spec: JudgeSpec) -> tuple[Any, Any]:
     if spec.backend not in ("hf", "rm"):
         raise ConfigError(f"the {spec.backend} judge backend has no local model to load")
     path = resolve_model_path(spec.model)
-    device = torch.device(default_device(spec.device))
+    device = torch.device(default_device(spec.options.device))
     what, cls = (("judge", AutoModelForCausalLM) if spec.backend == "hf"
                  else ("reward model", AutoModelForSequenceClassification))
     logger.info("loading %s %s (%s) on %s", what, spec.model, spec.resolved_dtype, device)

@@ -98,18 +98,18 @@ class OpenAIBackend:
         self._lock = threading.Lock()
         self._rng = random.Random()
         # What the server accepts, learned from its 400s; shared by the worker threads.
-        self.token_param = spec.token_param
-        self.send_temperature = spec.temperature is not None
+        self.token_param = spec.options.token_param
+        self.send_temperature = spec.options.temperature is not None
         self.adaptations: list[str] = []
-        key = os.environ.get(spec.api_key_env)
+        key = os.environ.get(spec.options.api_key_env)
         if not key:
-            logger.warning("judge: $%s is not set; calling %s without an API key", spec.api_key_env, spec.base_url)
+            logger.warning("judge: $%s is not set; calling %s without an API key", spec.options.api_key_env, spec.options.base_url)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(
-            base_url=spec.base_url.rstrip("/"),
+            base_url=spec.options.base_url.rstrip("/"),
             headers=headers,
-            timeout=httpx.Timeout(spec.timeout_s),
-            limits=httpx.Limits(max_connections=spec.concurrency, max_keepalive_connections=spec.concurrency),
+            timeout=httpx.Timeout(spec.options.timeout_s),
+            limits=httpx.Limits(max_connections=spec.options.concurrency, max_keepalive_connections=spec.options.concurrency),
         )
 
     def _messages(self, req: JudgeRequest) -> list[dict[str, str]]:
@@ -124,8 +124,8 @@ class OpenAIBackend:
         usage_raw = body.get("usage") or {}
         usage = {"prompt_tokens": int(usage_raw.get("prompt_tokens") or 0),
                  "completion_tokens": int(usage_raw.get("completion_tokens") or 0)}
-        cost = (usage["prompt_tokens"] * self.spec.input_cost_per_1m
-                + usage["completion_tokens"] * self.spec.output_cost_per_1m) / 1e6
+        cost = (usage["prompt_tokens"] * self.spec.options.input_cost_per_1m
+                + usage["completion_tokens"] * self.spec.options.output_cost_per_1m) / 1e6
         try:
             content = body["choices"][0]["message"]["content"]
             if not isinstance(content, str):
@@ -143,11 +143,11 @@ class OpenAIBackend:
 
     def _payload(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         spec = self.spec
-        payload: dict[str, Any] = {**(spec.extra_body or {}), "model": spec.model, "messages": messages}
+        payload: dict[str, Any] = {**(spec.options.extra_body or {}), "model": spec.model, "messages": messages}
         with self._lock:
-            payload[self.token_param] = spec.max_tokens
+            payload[self.token_param] = spec.options.max_tokens
             if self.send_temperature:
-                payload["temperature"] = spec.temperature
+                payload["temperature"] = spec.options.temperature
         return payload
 
     def _adapt(self, rejected: str, sent: dict[str, Any]) -> bool:
@@ -157,7 +157,7 @@ class OpenAIBackend:
             if rejected == "temperature":
                 if self.send_temperature:
                     self.send_temperature = False
-                    note = (f"{self.spec.base_url} rejects temperature={sent['temperature']} for "
+                    note = (f"{self.spec.options.base_url} rejects temperature={sent['temperature']} for "
                             f"{self.spec.model}; sending none (the server's default) for the rest of this run "
                             "(set temperature: none in the judge spec to skip the failed call)")
                     self.adaptations.append(note)
@@ -165,10 +165,10 @@ class OpenAIBackend:
                 return True
             if rejected != self.token_param:
                 return True  # another thread switched already
-            if rejected != self.spec.token_param:
+            if rejected != self.spec.options.token_param:
                 return False  # both forms rejected
             self.token_param = next(p for p in ("max_tokens", "max_completion_tokens") if p != rejected)
-            note = (f"{self.spec.base_url} rejects {rejected} for {self.spec.model}; sending "
+            note = (f"{self.spec.options.base_url} rejects {rejected} for {self.spec.model}; sending "
                     f"{self.token_param} for the rest of this run (set token_param: {self.token_param} in the "
                     "judge spec to skip the failed call)")
             self.adaptations.append(note)
@@ -184,7 +184,7 @@ class OpenAIBackend:
         t0 = time.monotonic()
         adapted: set[str] = set()  # one immediate resend per rejected parameter
         attempt = 0
-        while attempt <= spec.max_retries:
+        while attempt <= spec.options.max_retries:
             retry_after = None
             payload = self._payload(messages)
             with self._lock:
@@ -223,17 +223,17 @@ class OpenAIBackend:
                                                              if p in payload),
                                          "temperature": payload.get("temperature")}
                     return result
-            if attempt < spec.max_retries:
-                delay = backoff_delay(attempt, spec.backoff_base_s, spec.backoff_max_s, retry_after, self._rng)
+            if attempt < spec.options.max_retries:
+                delay = backoff_delay(attempt, spec.options.backoff_base_s, spec.options.backoff_max_s, retry_after, self._rng)
                 logger.debug("judge request failed (%s); retry %d/%d in %.2fs", last_error, attempt + 1,
-                             spec.max_retries, delay)
+                             spec.options.max_retries, delay)
                 time.sleep(delay)
             attempt += 1
-        return empty_result(error=f"{last_error} after {spec.max_retries + 1} attempts", transient=True,
-                            latency_s=time.monotonic() - t0, attempts=spec.max_retries + 1)
+        return empty_result(error=f"{last_error} after {spec.options.max_retries + 1} attempts", transient=True,
+                            latency_s=time.monotonic() - t0, attempts=spec.options.max_retries + 1)
 
     def run(self, requests: list[JudgeRequest]) -> Iterator[tuple[JudgeRequest, dict[str, Any]]]:
-        pool = ThreadPoolExecutor(max_workers=self.spec.concurrency, thread_name_prefix="judge")
+        pool = ThreadPoolExecutor(max_workers=self.spec.options.concurrency, thread_name_prefix="judge")
         try:
             futures: dict[Future[dict[str, Any]], JudgeRequest] = {pool.submit(self._one, r): r for r in requests}
             for fut in as_completed(futures):

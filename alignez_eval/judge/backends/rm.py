@@ -37,11 +37,11 @@ class RewardModelBackend:
             # The classification head reads the last non-pad token; it needs to know the pad id.
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         n_labels = int(getattr(self.model.config, "num_labels", 1))
-        if not 0 <= spec.label_index < n_labels:
-            raise ConfigError(f"label_index={spec.label_index} but the reward head has {n_labels} outputs")
+        if not 0 <= spec.options.label_index < n_labels:
+            raise ConfigError(f"label_index={spec.options.label_index} but the reward head has {n_labels} outputs")
 
     def render(self, req: JudgeRequest) -> tuple[str, bool]:
-        answer, cut = truncate_tokens(self.tokenizer, req.answer_a, self.spec.max_answer_tokens)
+        answer, cut = truncate_tokens(self.tokenizer, req.answer_a, self.spec.options.max_answer_tokens)
         msgs = [{"role": "user", "content": req.instruction}, {"role": "assistant", "content": answer}]
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(msgs, tokenize=False), cut
@@ -53,14 +53,14 @@ class RewardModelBackend:
         templated = bool(getattr(self.tokenizer, "chat_template", None))  # a template adds BOS itself
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
         out = self.model(**{k: v.to(self.device) for k, v in enc.items()})
-        return out.logits[:, self.spec.label_index].float().cpu()
+        return out.logits[:, self.spec.options.label_index].float().cpu()
 
     def run(self, requests: list[JudgeRequest]) -> Iterator[tuple[JudgeRequest, dict[str, Any]]]:
         for req in requests:
             if req.kind != "grade":
                 raise ConfigError("the rm backend only scores single answers (mode=single)")
         rendered = sorted(((req, *self.render(req)) for req in requests), key=lambda r: len(r[1]))
-        bs = self.spec.batch_size
+        bs = self.spec.options.batch_size
         for start in range(0, len(rendered), bs):
             chunk = rendered[start:start + bs]
             scores = self.scores([text for _req, text, _cut in chunk])

@@ -67,7 +67,7 @@ class ScorerBackend:
         if spec.model_obj is not None:
             if spec.tokenizer_obj is None:
                 raise ConfigError("a preloaded scorer feature model needs its tokenizer too (spec.using(model, tok))")
-            self.extractor = FeatureExtractor(self.head.features, batch_size=spec.batch_size,
+            self.extractor = FeatureExtractor(self.head.features, batch_size=spec.options.batch_size,
                                               model=spec.model_obj, tokenizer=spec.tokenizer_obj)
 
     @property
@@ -82,7 +82,7 @@ class ScorerBackend:
             return
         items = [(r.instruction, r.answer_a) for r in requests]
         phi, self.extractor = features_for(items, self.head.features, extractor=self.extractor,
-                                           batch_size=self.spec.batch_size)
+                                           batch_size=self.spec.options.batch_size)
         scores = self.head.score(phi, [a for _, a in items])
         self.calls += len(requests)
         for req, score in zip(requests, scores, strict=True):
