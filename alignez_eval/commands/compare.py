@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alignez_eval.defaults import DEFAULT_JUDGE
+from alignez_eval.commands.options import add_judge_option
 from alignez_eval.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -102,9 +102,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tuned", help="model_args of the tuned reference (its chat variant and template are used)")
     p.add_argument("--tasks", required=True, help="comma-separated datasets, e.g. alignez_embedded,alignez_oasst1")
     add_include_path_arg(p)
-    p.add_argument("--judge", default=DEFAULT_JUDGE,
-                   help="judge spec (default: %(default)s, the validated default judge); e.g. "
-                   "hf:qwen2.5-coder-1.5b-instruct or openai:gpt-4o@https://api.openai.com/v1")
+    add_judge_option(p)
     p.add_argument("--name", required=True, help="report name: reports/NAME/")
     p.add_argument("--methods", default="alignez", help="comma-separated: alignez,alignez-v1,caa,iti")
     p.add_argument("--edit-instruct", action="append", default=[], metavar="MODEL_ARGS",

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from alignez_eval.commands.compare import add_edit_args, edit_settings, fit_settings, parse_kv, print_report
-from alignez_eval.defaults import DEFAULT_JUDGE, DEFAULT_JUDGE_AGREEMENT
+from alignez_eval.commands.options import add_judge_option
+from alignez_eval.defaults import DEFAULT_JUDGE_AGREEMENT
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help=f"prompts (default {DEFAULT_LIMIT}; --full: all)")
     p.add_argument("--max-gen-toks", type=int, default=DEFAULT_MAX_GEN_TOKS, help="new tokens per answer")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="generation batch size")
-    p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
-                   help="judge spec (default: %(default)s, the validated default judge)")
+    add_judge_option(p)
     p.add_argument("--judge-batch-size", type=int, default=8, help="batch size of a local judge (hf, rm, scorer)")
     p.add_argument("--judge-check-n", type=int, default=DEFAULT_JUDGE_CHECK_N,
                    help="prompts of the judge sanity check (x5 gradings each)")

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from alignez_eval.defaults import DEFAULT_JUDGE
+from alignez_eval.commands.options import add_cache_option, add_judge_option
 from alignez_eval.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -44,11 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baseline", required=True, metavar="[NAME=]RUN", help="the run every candidate is judged against")
     parser.add_argument("--candidate", action="append", required=True, metavar="[NAME=]RUN",
                         help="a run to judge (repeat for several)")
-    parser.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
-                        help="judge spec, a YAML file or short string (default: %(default)s, the validated default)")
+    add_judge_option(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="where judgments and manifest go")
-    parser.add_argument("--cache", type=Path, default=None, metavar="PATH",
-                        help="SQLite judgment cache (default: DIR/cache.sqlite); share it across runs to reuse judgments")
+    add_cache_option(parser, " (default: DIR/cache.sqlite)")
     parser.add_argument("--mode", choices=["pairwise", "single"], default=None, help="override the spec's mode")
     parser.add_argument("--margin", type=float, default=None, help="override the spec's tie margin")
     parser.add_argument("--limit", type=int, default=None, metavar="N",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from alignez_eval.defaults import DEFAULT_JUDGE
+from alignez_eval.commands.options import add_cache_option, add_judge_option
 
 EPILOG = """\
 FILE is AlpacaEval's annotations.json (a JSON list) or JSONL, one pair per record:
@@ -25,14 +25,12 @@ example:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
-                        help="judge spec, a YAML file or short string (default: %(default)s, the validated default)")
+    add_judge_option(parser)
     parser.add_argument("--reference", required=True, type=Path, metavar="FILE",
                         help="reference annotations (AlpacaEval annotations.json or JSONL)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="writes DIR/agreement.json, agreement.md, pairs.jsonl")
-    parser.add_argument("--cache", type=Path, default=None, metavar="PATH",
-                        help="SQLite judgment cache (default: DIR/cache.sqlite); share it with `judge` runs")
+    add_cache_option(parser, " (default: DIR/cache.sqlite)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="judge N pairs (after the other filters): a seeded random sample kept in file "
                              "order (--limit-mode first: the first N)")

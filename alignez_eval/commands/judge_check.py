@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from alignez_eval.defaults import DEFAULT_JUDGE
+from alignez_eval.commands.options import add_cache_option, add_judge_option
 from alignez_eval.errors import DataError
 
 
@@ -18,14 +18,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      "swapped with another prompt's answer, shuffled words) and reports the share the judge "
                      "gets right, per degradation, plus swap consistency in pairwise mode.\n"
                      "example: alignez-eval judge-check --judge hf:qwen2.5-coder-1.5b-instruct --n 8")
-    parser.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
-                        help="judge spec, a YAML file or short string (default: %(default)s, the validated default)")
+    add_judge_option(parser)
     parser.add_argument("--n", type=int, default=None, help="use the first N prompts (default: all 24)")
     parser.add_argument("--prompts", type=Path, default=None,
                         help="YAML/JSONL of {instruction, answer} to use instead of the packaged set")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON result file (default: reports/judge-check/<judge>.json)")
-    parser.add_argument("--cache", type=Path, default=None, help="SQLite judgment cache to reuse")
+    add_cache_option(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled-words degradation")
 
 

@@ -18,11 +18,10 @@ example (GPT-4's AlpacaEval 1 win rates vs text_davinci_003):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from alignez_eval.defaults import DEFAULT_JUDGE
+    from alignez_eval.commands.options import add_cache_option, add_judge_option
 
     parser.epilog = EPILOG
-    parser.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
-                        help="judge spec (default: %(default)s, the validated default judge)")
+    add_judge_option(parser)
     parser.add_argument("--base", required=True, type=Path, metavar="FILE", help="the base model's outputs")
     parser.add_argument("--tuned", required=True, type=Path, metavar="FILE", help="the tuned sibling's outputs")
     parser.add_argument("--candidate", type=Path, nargs="*", default=[], metavar="FILE",
@@ -35,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--held-out-instructions", action="store_true",
                         help="scorer judges: leave out the instructions the head was trained on")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="writes DIR/family.json and family.md")
-    parser.add_argument("--cache", type=Path, default=None, metavar="PATH", help="SQLite judgment cache")
+    add_cache_option(parser)
     parser.add_argument("--seed", type=int, default=0)
 
 

@@ -110,16 +110,18 @@ def judge_family(spec: JudgeSpec | str | dict[str, Any], base: str | Path, tuned
     unknown = sorted(set(win_rates) - set(names))
     if unknown:
         raise ConfigError(f"--reference-win-rates names {unknown}, which no outputs file holds (generators: {names})")
-    refuse_trained_generators(spec, names, "a family check on them would measure memory, not judgment")
+    provenance = _head_provenance(spec)
+    refuse_trained_generators(spec, names, "a family check on them would measure memory, not judgment",
+                              provenance=provenance)
     common = sorted(set.intersection(*(set(s.answers) for _, s in systems)) - (exclude_instructions or set()))
     if held_out_instructions:
-        trained = _trained_instructions(spec)
+        trained = _trained_instructions(provenance)
         common = [q for q in common if sha256_text(q)[:16] not in trained]
     if not common:
         raise DataError("the family's outputs files share no instruction; they must answer the same AlpacaEval set")
     if limit is not None and limit < len(common):
         common = sorted(random.Random(seed).sample(common, limit))
-    seen = _seen_in_training(spec, common)
+    seen = _seen_in_training(provenance, common)
     base_sys = systems[0][1]
     cache = JudgmentCache(cache_path) if cache_path else None
     judge = Judge(spec, cache)
@@ -167,20 +169,25 @@ def judge_family(spec: JudgeSpec | str | dict[str, Any], base: str | Path, tuned
     return result
 
 
-def _trained_instructions(spec: JudgeSpec) -> set[str]:
-    """Short hashes of the instructions a scorer head was trained on (empty for other judges)."""
-    if spec.backend != "scorer":
-        return set()
-    from alignez_eval.scorer.head import load_head
-
-    return set(load_head(spec.model).provenance.get("instruction_sha256_16", []))
-
-
-def _seen_in_training(spec: JudgeSpec, instructions: Sequence[str]) -> int | None:
-    """How many of `instructions` a scorer head was trained on (None for other judges)."""
+def _head_provenance(spec: JudgeSpec) -> dict[str, Any] | None:
+    """A scorer head's provenance, read once per family check (None for other judges)."""
     if spec.backend != "scorer":
         return None
-    trained = _trained_instructions(spec)
+    from alignez_eval.scorer.head import load_head
+
+    return load_head(spec.model).provenance
+
+
+def _trained_instructions(provenance: dict[str, Any] | None) -> set[str]:
+    """Short hashes of the instructions a scorer head was trained on (empty for other judges)."""
+    return set((provenance or {}).get("instruction_sha256_16", []))
+
+
+def _seen_in_training(provenance: dict[str, Any] | None, instructions: Sequence[str]) -> int | None:
+    """How many of `instructions` a scorer head was trained on (None for other judges)."""
+    if provenance is None:
+        return None
+    trained = _trained_instructions(provenance)
     return sum(sha256_text(q)[:16] in trained for q in instructions)
 
 

@@ -32,17 +32,18 @@ def check_feature_model(head: ScorerHead) -> None:
 
 
 def refuse_trained_generators(spec: JudgeSpec, names: Iterable[str], why: str,
-                              instructions: Iterable[str] = ()) -> str | None:
+                              instructions: Iterable[str] = (), provenance: dict[str, Any] | None = None) -> str | None:
     """A scorer judge must not be checked on answers it was trained on. Generators are compared by
     family name (X_verbose is X). An overlapping generator is allowed only when none of the evaluated
     instructions is among the head's training instructions (one data source split by prompt, as
-    HH-RLHF's human labels are): -> "instruction" then (held out by instruction only), else None."""
+    HH-RLHF's human labels are): -> "instruction" then (held out by instruction only), else None.
+    `provenance`: the head's, when the caller has read it already."""
     if spec.backend != "scorer":
         return None
     from alignez_eval.hashing import sha256_text
     from alignez_eval.scorer.data import generator_family
 
-    prov = load_head(spec.model).provenance
+    prov = provenance if provenance is not None else load_head(spec.model).provenance
     overlap = sorted(set(prov.get("generators", [])) & {generator_family(n) for n in names if n})
     if not overlap:
         return None
