@@ -151,7 +151,8 @@ def test_the_version_is_written_once_more_only_in_pyproject() -> None:
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("alignez_eval.errors", "alignez_eval.package", "alignez_eval.hashing", "alignez_eval.atomic",
      "alignez_eval.bootstrap", "alignez_eval.dtypes", "alignez_eval.sampling", "alignez_eval.parallel",
-     "alignez_eval._autoload", "alignez_eval.defaults", "alignez_eval.settings", "alignez_eval.degrade"),
+     "alignez_eval._autoload", "alignez_eval.defaults", "alignez_eval.settings", "alignez_eval.degrade",
+     "alignez_eval.hh_rlhf"),
     ("alignez_eval.lm_eval_compat", "alignez_eval.models", "alignez_eval.shareable", "alignez_eval.metrics",
      "alignez_eval.gap"),  # metrics and gap: Net, CIs and % gap closed, the judge's and the report's
     ("alignez_eval.queries",),

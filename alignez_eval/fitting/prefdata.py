@@ -21,28 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import ConfigError, DataError
+from alignez_eval.hh_rlhf import ASSISTANT, split_last_reply, without_human_tag
 from alignez_eval.selfpref.clean import normalize
 
 logger = logging.getLogger(__name__)
 
-_HH_ASSISTANT = "\n\nAssistant:"
-
-
 def split_hh(transcript: str) -> tuple[str, str]:
     """(prompt part, final assistant answer) of an HH-RLHF transcript; the prompt is everything
     before the last "\\n\\nAssistant:"."""
-    i = transcript.rfind(_HH_ASSISTANT)
-    if i == -1:
+    split = split_last_reply(transcript)
+    if split is None:
         raise ValueError("no '\\n\\nAssistant:' turn")
-    return transcript[:i], transcript[i + len(_HH_ASSISTANT):].strip()
-
-
-def _hh_query(prompt_part: str) -> str:
-    """"\\n\\nHuman: a\\n\\nAssistant: b\\n\\nHuman: c" → "a\\n\\nAssistant: b\\n\\nHuman: c"."""
-    s = prompt_part.strip()
-    if s.startswith("Human:"):
-        s = s[len("Human:"):]
-    return s.strip()
+    return split
 
 
 def _content(msg: Any) -> str:
@@ -94,10 +84,10 @@ def parse_row(obj: Any) -> tuple[str, str, str, str]:
     if isinstance(ch, str) and isinstance(rj, str):
         if isinstance(prompt, str) and prompt.strip():
             return "plain", prompt.strip(), ch.strip(), rj.strip()
-        if _HH_ASSISTANT in ch and _HH_ASSISTANT in rj:
+        if ASSISTANT in ch and ASSISTANT in rj:
             pc, c = split_hh(ch)
             _, r = split_hh(rj)
-            return "hh", _hh_query(pc), c, r
+            return "hh", without_human_tag(pc), c, r
         raise ValueError("string chosen/rejected need a 'prompt' field or HH-style '\\n\\nAssistant:' turns")
     raise ValueError("'chosen'/'rejected' must both be strings or both be message lists")
 

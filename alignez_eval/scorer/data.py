@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import DataError
+from alignez_eval.hh_rlhf import HUMAN, normalized, split_last_reply, without_human_tag
 from alignez_eval.judge.agreement import json_records
 
 VARIANT_SUFFIXES = ("_concise", "_verbose")
@@ -89,19 +90,16 @@ def read_text(path: Path) -> str:
 
 
 HH_GENERATOR = "hh-rlhf"
-_HUMAN, _ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
-
-
 def hh_split(transcript: str) -> tuple[str, str] | None:
     """(dialogue before the last assistant turn, last assistant reply); None if it has no turn."""
-    text = transcript if transcript.startswith("\n\n") else "\n\n" + transcript.lstrip()
-    head, sep, reply = text.rpartition(_ASSISTANT)
-    if not sep or _HUMAN not in head:
+    split = split_last_reply(normalized(transcript))
+    if split is None or HUMAN not in split[0]:
         return None
+    head, reply = split
     context = head.strip()
     if context.startswith("Human:") and context.count("Human:") == 1 and "Assistant:" not in context:
-        context = context[len("Human:"):].strip()  # one turn: the question itself, as the tasks pose it
-    return context, reply.strip()
+        context = without_human_tag(context)  # one turn: the question itself, as the tasks pose it
+    return context, reply
 
 
 def hh_pair(rec: dict[str, Any]) -> tuple[str, str, str] | None:
