@@ -9,7 +9,6 @@ evaluated with.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import random
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import ConfigError, DataError
-from alignez_eval.fitting.prefdata import hh_prompts_differ, parse_row
+from alignez_eval.fitting.prefdata import hh_prompts_differ, parse_row, read_rows
 from alignez_eval.selfpref.clean import normalize
 
 FORMATS_HELP = ("one JSON object per line (.jsonl or .jsonl.gz) or a .json list: HH-RLHF "
@@ -53,34 +52,6 @@ class PrefPair:
         return asdict(self)
 
 
-def _open_text(path: Path) -> str:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rt", encoding="utf-8") as fh:
-                return fh.read()
-        return path.read_text(encoding="utf-8")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataError(f"preference file {str(path)!r} cannot be read ({exc}); expected {FORMATS_HELP}") from exc
-
-
-def _rows(path: Path, text: str) -> list[tuple[int, Any]]:
-    name = path.name[:-3] if path.suffix == ".gz" else path.name
-    if name.endswith(".json") and text.lstrip().startswith("["):
-        try:
-            return list(enumerate(json.loads(text), start=1))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc}); expected {FORMATS_HELP}") from exc
-    out = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append((n, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{n}: not valid JSON ({exc.msg}); expected {FORMATS_HELP}") from exc
-    return out
-
-
 def read_pairs(path: str | Path) -> list[PrefPair]:
     """The usable pairs of a preference file, in file order. Pairs whose answers are empty or
     identical, or whose HH transcripts lead up to different prompts, are skipped (they carry no
@@ -88,7 +59,7 @@ def read_pairs(path: str | Path) -> list[PrefPair]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"preference file {str(path)!r} does not exist; pass {FORMATS_HELP}")
-    rows = _rows(path, _open_text(path))
+    rows = read_rows(path, FORMATS_HELP)
     if not rows:
         raise DataError(f"preference file {str(path)!r} is empty; expected {FORMATS_HELP}")
     out: list[PrefPair] = []

@@ -14,6 +14,7 @@ activation frame "Human: {query}\\nAssistant: {answer}" reproduces the dialogue.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -98,15 +99,28 @@ def hh_prompts_differ(obj: dict[str, Any]) -> bool:
     return split_hh(obj["chosen"])[0].strip() != split_hh(obj["rejected"])[0].strip()
 
 
-def _rows(path: Path) -> list[tuple[int, Any]]:
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if path.suffix == ".json" and stripped.startswith("["):
+FIT_FORMATS = ("one JSON object per line (or a .json list, optionally .gz): prompt/chosen/rejected rows, HH-RLHF "
+               "transcripts or UltraFeedback message lists")
+
+
+def read_rows(path: Path, expected: str = FIT_FORMATS) -> list[tuple[int, Any]]:
+    """(line or list index, JSON value) of a preference file: a JSON list (`.json`) or JSONL,
+    optionally gzipped (the real HH-RLHF files are `.jsonl.gz`). A file that cannot be read or
+    parsed is one DataError naming the line and `expected`."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                text = fh.read()
+        else:
+            text = path.read_text(encoding="utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise DataError(f"preference file {str(path)!r} cannot be read ({exc}); expected {expected}") from exc
+    name = path.name[:-3] if path.suffix == ".gz" else path.name
+    if name.endswith(".json") and text.lstrip().startswith("["):
         try:
-            data = json.loads(text)
+            return list(enumerate(json.loads(text), start=1))
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc})") from exc
-        return list(enumerate(data, start=1))
+            raise DataError(f"{path}: not valid JSON ({exc}); expected {expected}") from exc
     out = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -114,7 +128,7 @@ def _rows(path: Path) -> list[tuple[int, Any]]:
         try:
             out.append((n, json.loads(line)))
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{n}: not valid JSON ({exc.msg}); write one object per line") from exc
+            raise DataError(f"{path}:{n}: not valid JSON ({exc.msg}); expected {expected}") from exc
     return out
 
 
@@ -123,13 +137,12 @@ def load_pref_pairs(path: str | Path, limit: int | None = None) -> list[dict[str
     identical chosen/rejected are kept as `dropped` records (counted in the report)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"preference file {str(path)!r} does not exist; pass a JSONL with prompt/chosen/rejected "
-                        "rows, HH-RLHF transcripts or UltraFeedback message lists")
+        raise DataError(f"preference file {str(path)!r} does not exist; pass {FIT_FORMATS}")
     if limit is not None and limit < 1:
         raise ConfigError(f"--pref-limit must be ≥ 1, got {limit}")
     records: list[dict[str, Any]] = []
     kept = 0
-    for n, obj in _rows(path):
+    for n, obj in read_rows(path):
         try:
             fmt, q, c, r = parse_row(obj)
         except ValueError as exc:

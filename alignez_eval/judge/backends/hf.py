@@ -22,7 +22,7 @@ import torch
 
 from alignez_eval.errors import ConfigError
 from alignez_eval.judge.backends.base import JudgeRequest, empty_result
-from alignez_eval.judge.backends.loading import load_judge_model
+from alignez_eval.judge.backends.loading import judge_model
 from alignez_eval.judge.spec import JudgeSpec
 
 logger = logging.getLogger(__name__)
@@ -84,16 +84,8 @@ class HFBackend:
         self.spec = spec
         self.prompt = spec.load_prompt()
         self.calls = 0
-        if spec.model_obj is not None:
-            if spec.tokenizer_obj is None:
-                raise ConfigError("a preloaded judge model needs its tokenizer too (spec.using(model, tokenizer))")
-            self.model, self.tokenizer = spec.model_obj, spec.tokenizer_obj
-        else:
-            self.model, self.tokenizer = load_judge_model(spec)
+        self.model, self.tokenizer = judge_model(spec)
         self.device = next(self.model.parameters()).device
-        self.model.eval()
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         fmt = self.prompt.format("label")
         self.prefill = str(fmt.get("prefill", ""))
         if spec.mode == "pairwise":

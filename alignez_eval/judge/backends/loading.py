@@ -59,3 +59,19 @@ def load_judge_model(spec: JudgeSpec) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = cls.from_pretrained(path, dtype=torch_dtype(spec.resolved_dtype)).to(device)
     return model.eval(), tokenizer
+
+
+def judge_model(spec: JudgeSpec) -> tuple[Any, Any]:
+    """-> (model in eval mode, tokenizer with a pad token) of an `hf` or `rm` judge: the preloaded
+    pair of `spec.using(model, tokenizer)` when there is one, else loaded from the spec."""
+    if spec.model_obj is not None:
+        if spec.tokenizer_obj is None:
+            raise ConfigError(f"a preloaded {spec.backend} judge model needs its tokenizer too "
+                              "(spec.using(model, tokenizer))")
+        model, tokenizer = spec.model_obj, spec.tokenizer_obj
+    else:
+        model, tokenizer = load_judge_model(spec)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

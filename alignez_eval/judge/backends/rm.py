@@ -13,7 +13,7 @@ import torch
 from alignez_eval.errors import ConfigError
 from alignez_eval.judge.backends.base import JudgeRequest, empty_result
 from alignez_eval.judge.backends.hf import truncate_tokens
-from alignez_eval.judge.backends.loading import load_judge_model
+from alignez_eval.judge.backends.loading import judge_model
 from alignez_eval.judge.spec import JudgeSpec
 
 logger = logging.getLogger(__name__)
@@ -23,16 +23,8 @@ class RewardModelBackend:
     def __init__(self, spec: JudgeSpec) -> None:
         self.spec = spec
         self.calls = 0
-        if spec.model_obj is not None:
-            if spec.tokenizer_obj is None:
-                raise ConfigError("a preloaded reward model needs its tokenizer too (spec.using(model, tokenizer))")
-            self.model, self.tokenizer = spec.model_obj, spec.tokenizer_obj
-        else:
-            self.model, self.tokenizer = load_judge_model(spec)
+        self.model, self.tokenizer = judge_model(spec)
         self.device = next(self.model.parameters()).device
-        self.model.eval()
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         if getattr(self.model.config, "pad_token_id", None) is None:
             # The classification head reads the last non-pad token; it needs to know the pad id.
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
