@@ -15,6 +15,7 @@ from typing import Any
 
 import datasets
 
+from alignez_eval.hh_rlhf import first_turn
 from alignez_eval.queries import query_id
 
 # A neutral preamble: it frames a dialogue for a base model without asking for any particular
@@ -109,21 +110,8 @@ def process_embedded(dataset: datasets.Dataset) -> datasets.Dataset:
 
 # ---------------------------------------------------------------- Anthropic/hh-rlhf
 
-_HUMAN = "\n\nHuman:"
-_ASSISTANT = "\n\nAssistant:"
-
-
-def hh_first_turn(transcript: str) -> tuple[str, str]:
-    """(first human turn, first assistant reply) of an hh-rlhf transcript "\\n\\nHuman: …\\n\\nAssistant: …"."""
-    text = transcript if transcript.startswith("\n\n") else "\n\n" + transcript.lstrip()
-    if not text.startswith(_HUMAN):
-        return "", ""
-    rest = text[len(_HUMAN):]
-    human, sep, after = rest.partition(_ASSISTANT)
-    if not sep:
-        return "", ""
-    reply = after.split(_HUMAN, 1)[0]
-    return human.strip(), reply.strip()
+# one reading of the transcripts for the tasks, the fit, DPO and the scorer (alignez_eval/hh_rlhf.py)
+hh_first_turn = first_turn
 
 
 def process_hh_rlhf(dataset: datasets.Dataset) -> datasets.Dataset:

@@ -160,6 +160,17 @@ def json_records(path: Path, text: str) -> tuple[str, list[tuple[int, str, Any]]
                     "object per line with instruction, output_1, output_2, preference")
 
 
+def check_pair_fields(path: Path, where: str, rec: dict[str, Any], fix: str) -> None:
+    """An AlpacaEval annotation row has its instruction, two outputs (text) and a preference; else
+    one DataError naming the row, the field and `fix`."""
+    missing = [k for k in REQUIRED if k not in rec]
+    if missing:
+        raise DataError(f"{path} {where}: missing {', '.join(missing)}; {fix}")
+    for k in ("instruction", "output_1", "output_2"):
+        if not isinstance(rec[k], str):
+            raise DataError(f"{path} {where}: {k} is {type(rec[k]).__name__}, not text; {fix}")
+
+
 def load_reference(path: str | Path) -> Reference:
     path = Path(path)
     if not path.is_file():
@@ -176,12 +187,7 @@ def load_reference(path: str | Path) -> Reference:
     for row, where, rec in records:
         if not isinstance(rec, dict):
             raise DataError(f"{path} {where}: a {type(rec).__name__}, not an object; {FIX}")
-        missing = [k for k in REQUIRED if k not in rec]
-        if missing:
-            raise DataError(f"{path} {where}: missing {', '.join(missing)}; {FIX}")
-        for k in ("instruction", "output_1", "output_2"):
-            if not isinstance(rec[k], str):
-                raise DataError(f"{path} {where}: {k} is {type(rec[k]).__name__}, not text; {FIX}")
+        check_pair_fields(path, where, rec, FIX)
         try:
             label = parse_preference(rec["preference"])
         except ValueError as exc:

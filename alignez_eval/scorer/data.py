@@ -30,7 +30,7 @@ from typing import Any
 
 from alignez_eval.errors import DataError
 from alignez_eval.hh_rlhf import HUMAN, normalized, split_last_reply, without_human_tag
-from alignez_eval.judge.agreement import json_records
+from alignez_eval.judge.agreement import check_pair_fields, json_records
 
 VARIANT_SUFFIXES = ("_concise", "_verbose")
 FIX = ("each row needs instruction, output_1, output_2 (text) and preference (1 = output_1 better, 2 = output_2, "
@@ -133,12 +133,7 @@ def load_pairs(path: str | Path) -> tuple[list[PrefPair], int]:
                 continue
             pairs.append(PrefPair(hh[0], hh[1], hh[2], 1.0, HH_GENERATOR, HH_GENERATOR, path.name, row))
             continue
-        missing = [k for k in ("instruction", "output_1", "output_2", "preference") if k not in rec]
-        if missing:
-            raise DataError(f"{path} {where}: missing {', '.join(missing)}; {FIX}")
-        for k in ("instruction", "output_1", "output_2"):
-            if not isinstance(rec[k], str):
-                raise DataError(f"{path} {where}: {k} is {type(rec[k]).__name__}, not text; {FIX}")
+        check_pair_fields(path, where, rec, FIX)
         try:
             p2 = preference_to_p2(rec["preference"])
         except ValueError as exc:
