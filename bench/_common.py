@@ -51,8 +51,17 @@ def set_threads(threads: int | None) -> int:
 # ---------------------------------------------------------------------------------------------
 # what ran, where
 # ---------------------------------------------------------------------------------------------
+def relative(arg: str) -> str:
+    """An argument as a report can show it on any machine: a path inside the repository relative to
+    it, an embedded model's directory by its name."""
+    from alignez_eval.shareable import shareable_text
+
+    root = str(REPO) + "/"
+    return shareable_text(arg.replace(root, ""))
+
+
 def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    return " ".join(shlex.quote(relative(a)) for a in [Path(sys.executable).name, *sys.argv])
 
 
 def _cpu_model() -> str:
@@ -271,7 +280,7 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu") -> tuple[
     model.to(device).eval()
     cfg = model.config
     meta = {
-        "name": name, "path": str(path), "model_type": getattr(cfg, "model_type", None),
+        "name": name, "path": relative(str(path)), "model_type": getattr(cfg, "model_type", None),
         "num_layers": getattr(cfg, "num_hidden_layers", None), "hidden_size": getattr(cfg, "hidden_size", None),
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "dtype": DTYPES[dtype], "device": device, "load_s": round(time.perf_counter() - t0, 2),
