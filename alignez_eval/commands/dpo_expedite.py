@@ -14,8 +14,9 @@ logger = logging.getLogger(__name__)
 EPILOG = """\
 example (the committed reports/dpo_expedite run; see docs/dpo.md):
   alignez-eval dpo-expedite --model gemma-3-270m --pref-data hh-rlhf/harmless-base/test.jsonl.gz \\
-      --tuned pretrained=smollm2-135m-instruct,dtype=float32 --pool 64 --shares 12.5%,100% \\
-      --eval-pairs 60 --eval-prompts 32 --dpo-max-length 128 --dpo-batch-size 2 --max-gen-toks 64
+      --tuned pretrained=smollm2-135m-instruct,dtype=float32 --pool 96 --shares 8,96 \\
+      --eval-pairs 60 --eval-prompts 32 --prefacc-pairs 30 --limit 16 --max-gen-toks 48 \\
+      --dpo-max-length 128 --dpo-batch-size 2 --fit-arg answer_tokens=48,char_tokens=24
 
 What runs (every step cached under --work-dir, default runs/NAME):
   1. the preference file's pairs are split once, disjoint by prompt: --eval-pairs + --eval-prompts held
