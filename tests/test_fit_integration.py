@@ -1,5 +1,5 @@
 """Fitting on the real gemma-3-270m base (converted from its PyPI wheel): self-generated pairs, the
-artifact, and its effect on a greedy generation through the core hooks. ~2–3 min on 2 CPU cores."""
+artifact, and its effect on a greedy generation through the core hooks. About 70 s on 2 CPU cores."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def gemma():
 def test_gemma_fit_pairs_and_artifact_edit_generation(gemma, tmp_path):
     model, tok = gemma
     assert not tok.chat_template  # a base model: the plain "Human: … Assistant:" frame is used
-    settings = FitSettings(char_tokens=16, answer_tokens=40, gen_batch_size=8, min_pairs=2)
+    settings = FitSettings(char_tokens=12, answer_tokens=24, gen_batch_size=8, min_pairs=2)
     result = run_fit(model, tok, QUERIES, settings, cache_dir=tmp_path / "cache", progress=False)
     paths = write_outputs(result, tmp_path / "gemma-v2.safetensors")
 
