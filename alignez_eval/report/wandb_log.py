@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,10 @@ def log_report(results: dict[str, Any], paths: dict[str, Path], name: str, proje
     from lm_eval.loggers import WandbLogger
 
     init = {"project": project or "alignez-eval", "name": name, "job_type": "alignez-report", "reinit": True}
-    if wandb_dir is not None:
+    # wandb reads WANDB_DIR once per process: after an earlier run in the same process (a sweep, a
+    # test) a changed WANDB_DIR is ignored with a warning, so it is passed on explicitly
+    wandb_dir = wandb_dir if wandb_dir is not None else os.environ.get("WANDB_DIR")
+    if wandb_dir:
         init["dir"] = str(wandb_dir)
     wl = WandbLogger(init_args=init)
     try:
