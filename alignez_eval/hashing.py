@@ -1,14 +1,14 @@
-"""Content hashes: one definition of "equal inputs" for every cache key, artifact and manifest."""
+"""Content hashes: one definition of "equal inputs" for every cache key, artifact and manifest.
+
+A leaf without torch, so parsing a judge spec or a cache key does not pay torch's ~3 s import;
+the tensor checksum lives with the artifact it checks (editing/artifact.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from collections.abc import Mapping
 from typing import Any
-
-import torch
 
 
 def canonical_json(obj: Any) -> str:
@@ -32,12 +32,3 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def sha256_tensors(tensors: Mapping[str, torch.Tensor]) -> str:
-    """Checksum of tensors as stored: name, dtype, shape and raw bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()

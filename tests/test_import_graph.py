@@ -11,6 +11,8 @@ in the design (two modules that each need the other to be read).
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,16 @@ def test_no_arrow_points_up() -> None:
     assert up - PENDING_UPWARD == set(), "\n".join(
         f"{a} (layer {layer(a)}) imports {b} (layer {layer(b)}), line {graph[a][b]}" for a, b in sorted(up - PENDING_UPWARD))
     assert PENDING_UPWARD <= up, f"fixed, remove from PENDING_UPWARD: {sorted(PENDING_UPWARD - up)}"
+
+
+def test_checking_a_judge_spec_needs_no_torch() -> None:
+    """`--judge` is checked before any generation starts; that check (parse and cache identity)
+    must not pay torch's seconds-long import. The hf identity needs torch for `dtype=auto`, so it
+    is left out."""
+    code = ("import sys; from alignez_eval.judge.spec import parse_judge_spec; "
+            "from alignez_eval.defaults import DEFAULT_JUDGE; "
+            "parse_judge_spec(DEFAULT_JUDGE).identity_hash(); parse_judge_spec('openai:gpt-4o-mini').identity_hash(); "
+            "parse_judge_spec('hf:qwen2.5-coder-1.5b-instruct,mode=pairwise'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -16,10 +16,12 @@ checksum existed load with a warning.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from alignez_eval.atomic import atomic_write_safetensors
 from alignez_eval.editing.config import COMPONENTS, GATES
 from alignez_eval.editing.rules import RULES, get_rule
 from alignez_eval.errors import ArtifactError
-from alignez_eval.hashing import sha256_file, sha256_tensors
+from alignez_eval.hashing import sha256_file
 from alignez_eval.package import __version__
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,16 @@ LEGACY_CHECKSUM_KEY = "alignez_tensors_sha256"  # a second metadata key in files
 UNIT_NORM_TOL = 1e-3
 _WARNED_NO_CHECKSUM: set[str] = set()
 _TENSOR_NAME = re.compile(r"^layer\.\d+\.(harm|help|steer)$")
+
+
+def sha256_tensors(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Checksum of tensors as stored: name, dtype, shape and raw bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 @dataclass

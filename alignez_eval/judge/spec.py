@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import yaml
 
 from alignez_eval.errors import ArtifactError, ConfigError
-from alignez_eval.hashing import sha256_text
+from alignez_eval.hashing import sha256_file, sha256_text
 from alignez_eval.judge.prompts import Prompt, load_prompt
 from alignez_eval.scorer.spec import resolve_head_path
 from alignez_eval.settings import Settings, setting
@@ -301,8 +301,6 @@ class JudgeSpec(Settings):
         opts = self.options
         if self.backend == "scorer":
             # A head is its content: retraining changes every key, renaming or moving it changes none.
-            from alignez_eval.hashing import sha256_file
-
             return {"backend": "scorer", "model": "sha256:" + sha256_file(resolve_head_path(self.model)),
                     "mode": self.mode, "prompt": None, "format": "score"}
         ident: dict[str, Any] = {"backend": self.backend, "model": model, "mode": self.mode,
