@@ -130,3 +130,19 @@ def test_compare_flags_come_from_the_fields_and_are_checked_by_editconfig() -> N
         edit_settings(_compare_args("--n-layers", "0"))
     with pytest.raises(SystemExit):  # argparse lists the choices EditConfig declares
         _compare_args("--positions", "middle")
+
+
+def test_compare_judge_batch_size_applies_to_local_judges_only() -> None:
+    from alignez_eval.errors import ConfigError
+    from alignez_eval.pipeline.compare_config import CompareConfig
+
+    def cfg(judge: str, size: int | None) -> CompareConfig:
+        return CompareConfig(base="pretrained=x", tasks=["t"], judge=judge, name="n", judge_batch_size=size)
+
+    assert cfg("scorer:alpaca-gpt4-smollm2", 8).judge_spec().options.batch_size == 8
+    assert cfg("hf:j,batch_size=2", None).judge_spec().options.batch_size == 2
+    assert cfg("hf:j,batch_size=2", 6).judge_spec().options.batch_size == 6
+    api = cfg("openai:gpt-4o-mini,concurrency=3", 8).judge_spec()  # no batch size: requests run concurrently
+    assert api.options.concurrency == 3
+    with pytest.raises(ConfigError, match="judge batch size must be a positive number"):
+        cfg("hf:j", 0)

@@ -64,3 +64,16 @@ def test_sweep_cli_include_path_end_to_end(tiny_dir, tmp_path: Path, monkeypatch
     summary = json.loads((tmp_path / "runs" / "sweep_summary.json").read_text())
     assert summary["splits"] == {"sweep": {"only_mine": 4}, "heldout": {"only_mine": 4}}
     assert len(judged) == 4 and judged <= {r["id"] for r in ROWS}
+
+
+def test_sweep_judge_batch_size_reaches_the_judge_and_not_its_cache_key(tiny_dir, tmp_path: Path) -> None:
+    """`judge_batch_size:` in a sweep YAML was once parsed and then dropped; it now sets the local
+    judge's batch size, and judgments cached at another batch size are still found."""
+    write_task(tmp_path / "mine" / "tasks", "only_mine", ROWS, base=False)
+    plain = load_sweep(_config(tiny_dir, tmp_path / "mine" / "sweeps" / "a.yaml", include_path=["../tasks"]))
+    sized = load_sweep(_config(tiny_dir, tmp_path / "mine" / "sweeps" / "b.yaml", include_path=["../tasks"],
+                               judge_batch_size=3))
+    specs = [SweepPipeline(c, work_dir=tmp_path / "runs" / n, report_root=tmp_path / "reports", use_wandb=False).spec
+             for n, c in (("a", plain), ("b", sized))]
+    assert (specs[0].options.batch_size, specs[1].options.batch_size) == (4, 3)
+    assert specs[0].identity_hash() == specs[1].identity_hash()

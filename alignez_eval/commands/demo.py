@@ -19,7 +19,7 @@ from pathlib import Path
 
 from alignez_eval.commands.compare import add_edit_args, edit_settings, fit_settings, parse_kv, print_report
 from alignez_eval.commands.options import add_judge_option
-from alignez_eval.defaults import DEFAULT_JUDGE_AGREEMENT
+from alignez_eval.defaults import DEFAULT_JUDGE, DEFAULT_JUDGE_AGREEMENT
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ DEFAULT_BATCH = 48
 # characteristics and answers than the paper's ~50/200 tokens keep the fit within budget.
 DEFAULT_FIT = {"answer_tokens": 64, "char_tokens": 32, "gen_batch_size": 48, "act_batch_size": 48}
 DEFAULT_JUDGE_CHECK_N = 4
+DEFAULT_JUDGE_BATCH = 8
 # The default judge's agreement with GPT-4 on held-out AlpacaEval pairs, stated in the demo's
 # leaderboard header; the report flags it if the demo's judge differs.
 JUDGE_REFERENCE = DEFAULT_JUDGE_AGREEMENT
@@ -50,7 +51,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-gen-toks", type=int, default=DEFAULT_MAX_GEN_TOKS, help="new tokens per answer")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="generation batch size")
     add_judge_option(p)
-    p.add_argument("--judge-batch-size", type=int, default=8, help="batch size of a local judge (hf, rm, scorer)")
+    p.add_argument("--judge-batch-size", type=int,
+                   help=f"inputs per forward pass of a local judge (hf, rm, scorer), over the spec's own batch_size "
+                        f"(default: {DEFAULT_JUDGE_BATCH} for the default judge, else the spec's)")
     p.add_argument("--judge-check-n", type=int, default=DEFAULT_JUDGE_CHECK_N,
                    help="prompts of the judge sanity check (x5 gradings each)")
     p.add_argument("--methods", default="alignez,caa")
@@ -74,12 +77,10 @@ def main(args: argparse.Namespace) -> int:
     limit = args.limit if args.limit is not None else (None if args.full else DEFAULT_LIMIT)
     from alignez_eval.judge.spec import parse_judge_spec
 
-    judge = parse_judge_spec(args.judge)  # a bad spec fails here, before any model is prepared or loaded
-    if judge.backend in ("hf", "rm", "scorer") and isinstance(args.judge, str) and not args.judge.endswith(
-            (".yaml", ".yml", ".json")) and "batch_size=" not in args.judge:
-        judge_arg = f"{args.judge},batch_size={args.judge_batch_size}"
-    else:
-        judge_arg = args.judge
+    judge_batch_size = args.judge_batch_size
+    if judge_batch_size is None and args.judge == DEFAULT_JUDGE:
+        judge_batch_size = DEFAULT_JUDGE_BATCH
+    parse_judge_spec(args.judge)  # a bad spec fails here, before any model is prepared or loaded
     t0 = time.perf_counter()
     paths = {m: model_path(m) for m in (BASE, TUNED, *(INSTRUCT if args.full else ()))}
     t_models = time.perf_counter() - t0
@@ -93,7 +94,8 @@ def main(args: argparse.Namespace) -> int:
         base=f"pretrained={paths[BASE]},{dtype}",
         tuned=f"pretrained={paths[TUNED]},{dtype}",
         tasks=[TASK],
-        judge=judge_arg,
+        judge=args.judge,
+        judge_batch_size=judge_batch_size,
         name=name,
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
         limit=limit,

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import ConfigError
-from alignez_eval.judge import parse_judge_spec
 from alignez_eval.pipeline import parts
 from alignez_eval.pipeline.compare_config import CompareConfig
 from alignez_eval.pipeline.generate import generate_run, task_manager
@@ -231,7 +230,7 @@ class ComparePipeline:
             # Data parallel: this rank's share of every generation is done; rank 0 judges and reports.
             logger.info("rank %d: generation done; rank 0 judges and writes the report", self.cache.rank)
             return CompareResult({}, {}, self.cache, self.stats, gens)
-        spec = parse_judge_spec(cfg.judge)
+        spec = cfg.judge_spec()
         check = self.judging.judge_check_step(spec)
         # only when asked for: an unchanged compare keeps its report step's key
         header = {} if (agreement := self.judging.judge_agreement_step(spec)) is None else {"judge_agreement": agreement}

@@ -14,7 +14,7 @@ from typing import Any
 
 from alignez_eval.errors import ConfigError
 from alignez_eval.judge.agreement import is_agreement_file, load_reference
-from alignez_eval.judge.spec import parse_judge_spec
+from alignez_eval.judge.spec import JudgeSpec, parse_judge_spec
 from alignez_eval.pipeline import parts
 from alignez_eval.pipeline.user_tasks import normalize_include_path
 
@@ -40,6 +40,9 @@ class CompareConfig:
     report_root: Path = Path("reports")
     # instruct models to edit with AlignEZ and compare with themselves unedited (Δ% vs unedited)
     edited_instruct: list[str] = field(default_factory=list)
+    # a local judge's (hf, rm, scorer) inputs per forward pass, over the spec's own batch_size;
+    # kept out of the judge string so that it never enters a judgment's cache key
+    judge_batch_size: int | None = None
     judge_check: bool = True
     judge_check_n: int | None = None  # prompts of the judge check (default: all of its set)
     # The judge's agreement with a reference annotator, stated in the report header: a precomputed
@@ -66,7 +69,9 @@ class CompareConfig:
             raise ConfigError(f"limit mode {self.limit_mode!r}: use spread or first")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be a positive number of prompts, got {self.limit}")
-        parse_judge_spec(self.judge)  # a bad --judge fails here, not after minutes of generation
+        if self.judge_batch_size is not None and self.judge_batch_size < 1:
+            raise ConfigError(f"judge batch size must be a positive number, got {self.judge_batch_size}")
+        self.judge_spec()  # a bad --judge fails here, not after minutes of generation
         self.edit = parts.check_edit_settings(self.edit)  # the inference-time names parts.py derives
         self.fit = {k: v for k, v in self.fit.items() if v is not None}
         self.include_path = normalize_include_path(self.include_path)
@@ -80,3 +85,11 @@ class CompareConfig:
         self.report_root = Path(self.report_root)
         if self.command is None:
             self.command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None
+
+    def judge_spec(self) -> JudgeSpec:
+        """The judge as configured: `judge` parsed, with `judge_batch_size` applied to a local judge
+        (an API judge has no batch size: it sends requests concurrently, `concurrency=`)."""
+        spec = parse_judge_spec(self.judge)
+        if self.judge_batch_size is not None and spec.backend != "openai":
+            spec = spec.replace(batch_size=self.judge_batch_size)
+        return spec

@@ -63,6 +63,7 @@ class ReportSteps:
             "methods": self.cfg.methods, "edit": self.cfg.edit, "fit": self.cfg.fit,
             "gen_kwargs": self.cfg.gen_kwargs, "batch_size": self.cfg.batch_size, "seed": self.cfg.seed,
             "judge": self.cfg.judge, "alignez_eval": __version__,
+            **({"judge_batch_size": self.cfg.judge_batch_size} if self.cfg.judge_batch_size is not None else {}),
             **({"include_path": list(self.cfg.include_path)} if self.cfg.include_path else {}),
         }
 

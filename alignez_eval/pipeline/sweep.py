@@ -18,7 +18,6 @@ from typing import Any
 
 from alignez_eval.atomic import atomic_write_json
 from alignez_eval.errors import ConfigError
-from alignez_eval.judge import parse_judge_spec
 from alignez_eval.pipeline import tracking
 from alignez_eval.pipeline.compare import CompareConfig, ComparePipeline, Comparison, ModelSlot, System
 from alignez_eval.pipeline.steps import StepResult
@@ -75,7 +74,7 @@ class SweepPipeline:
             base=cfg.base, tuned=cfg.tuned, tasks=cfg.tasks, judge=cfg.judge, name=cfg.name, methods=[],
             limit=cfg.limit, gen_kwargs=cfg.gen_kwargs, fit=cfg.fit, batch_size=cfg.batch_size, seed=cfg.seed,
             work_dir=work_dir or Path("runs") / f"sweep-{cfg.name}", report_root=report_root, command=command,
-            include_path=cfg.include_path,
+            include_path=cfg.include_path, judge_batch_size=cfg.judge_batch_size,
         ))
         self.work_dir: Path = self.compare.cfg.work_dir  # type: ignore[assignment]
         self.report_root = report_root
@@ -91,7 +90,7 @@ class SweepPipeline:
     @property
     def spec(self) -> Any:
         if self._spec is None:
-            self._spec = parse_judge_spec(self.cfg.judge)
+            self._spec = self.compare.cfg.judge_spec()
         return self._spec
 
     def prepare_baselines(self) -> None:
