@@ -96,6 +96,12 @@ def test_spec_parsing():
     for bad in ("nope:x", "hf:x,batch_size=zero", "hf:x,colour=red", "hf:x,mode=both", "hf:x,batch_size=0"):
         with pytest.raises(ConfigError):
             parse_judge_spec(bad)
+    for mapping, match in (({"backend": "nope", "model": "m"}, "judge backend 'nope' is unknown; use one of"),
+                           ({"backend": "nope"}, "judge backend 'nope' is unknown"),
+                           ({"backend": "hf"}, "needs at least backend and model"),
+                           ({"model": "m"}, "needs at least backend and model")):
+        with pytest.raises(ConfigError, match=match):
+            parse_judge_spec(mapping)
 
 
 def test_backend_settings_are_nested_and_checked_per_backend(tmp_path):

@@ -237,10 +237,10 @@ class JudgeSpec(Settings):
         data = {str(k).replace("-", "_"): v for k, v in dict(values).items()}
         objs = {k: data.pop(k) for k in _OBJECTS if k in data}
         backend = data.get("backend")
-        if backend not in BACKENDS or not data.get("model"):
-            if backend in BACKENDS or backend is None:
-                raise ConfigError("judge spec needs at least backend and model (e.g. backend: hf, model: NAME)")
+        if backend is not None and backend not in BACKENDS:
             raise ConfigError(f"judge backend {backend!r} is unknown; use one of {BACKENDS}")
+        if backend is None or not data.get("model"):
+            raise ConfigError("judge spec needs at least backend and model (e.g. backend: hf, model: NAME)")
         kind = OPTIONS[backend]
         given: dict[str, Any] = {}
         for key in ("options", backend):
