@@ -38,3 +38,14 @@ def test_demo_miniature_on_real_models(tmp_path: Path, monkeypatch: pytest.Monke
     assert "alignez" in md and "caa" in md and "tuned" in md and "Judge check" in md
     timing = json.loads((tmp_path / "runs" / "demo_timing.json").read_text())
     assert timing["steps_run"] >= 8 and timing["compare_s"] > 0
+
+
+@pytest.mark.parametrize("argv, match", [(["--judge-batch-size", "0"], "judge batch size must be a positive number"),
+                                         (["--judge", "scorer:no-such-head"], "scorer head 'no-such-head'")])
+def test_a_bad_judge_fails_before_any_model_is_prepared(argv: list[str], match: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("ALIGNEZ_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # a model preparation would fail fast, not download
+    assert cli.main(["demo", *argv, "--work-dir", str(tmp_path / "runs")]) != 0
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "home" / "models").exists()

@@ -72,15 +72,14 @@ def configure(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from alignez_eval.models import model_path
     from alignez_eval.pipeline.compare import CompareConfig, run_compare
+    from alignez_eval.pipeline.compare_config import configured_judge
 
     name = args.name or ("demo-full" if args.full else "demo")
     limit = args.limit if args.limit is not None else (None if args.full else DEFAULT_LIMIT)
-    from alignez_eval.judge.spec import parse_judge_spec
-
     judge_batch_size = args.judge_batch_size
     if judge_batch_size is None and args.judge == DEFAULT_JUDGE:
         judge_batch_size = DEFAULT_JUDGE_BATCH
-    parse_judge_spec(args.judge)  # a bad spec fails here, before any model is prepared or loaded
+    configured_judge(args.judge, judge_batch_size)  # a bad judge fails here, before any model is prepared
     t0 = time.perf_counter()
     paths = {m: model_path(m) for m in (BASE, TUNED, *(INSTRUCT if args.full else ()))}
     t_models = time.perf_counter() - t0

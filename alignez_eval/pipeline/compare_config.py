@@ -69,8 +69,6 @@ class CompareConfig:
             raise ConfigError(f"limit mode {self.limit_mode!r}: use spread or first")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be a positive number of prompts, got {self.limit}")
-        if self.judge_batch_size is not None and self.judge_batch_size < 1:
-            raise ConfigError(f"judge batch size must be a positive number, got {self.judge_batch_size}")
         self.judge_spec()  # a bad --judge fails here, not after minutes of generation
         self.edit = parts.check_edit_settings(self.edit)  # the inference-time names parts.py derives
         self.fit = {k: v for k, v in self.fit.items() if v is not None}
@@ -87,9 +85,16 @@ class CompareConfig:
             self.command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None
 
     def judge_spec(self) -> JudgeSpec:
-        """The judge as configured: `judge` parsed, with `judge_batch_size` applied to a local judge
-        (an API judge has no batch size: it sends requests concurrently, `concurrency=`)."""
-        spec = parse_judge_spec(self.judge)
-        if self.judge_batch_size is not None and spec.backend != "openai":
-            spec = spec.replace(batch_size=self.judge_batch_size)
-        return spec
+        return configured_judge(self.judge, self.judge_batch_size)
+
+
+def configured_judge(judge: str, judge_batch_size: int | None) -> JudgeSpec:
+    """`judge` parsed, with `judge_batch_size` applied to a local judge (an API judge has no batch
+    size: it sends requests concurrently, `concurrency=`). Callers that check before building a
+    CompareConfig (the demo, before preparing models) run this same check."""
+    if judge_batch_size is not None and judge_batch_size < 1:
+        raise ConfigError(f"judge batch size must be a positive number, got {judge_batch_size}")
+    spec = parse_judge_spec(judge)
+    if judge_batch_size is not None and spec.backend != "openai":
+        spec = spec.replace(batch_size=judge_batch_size)
+    return spec
