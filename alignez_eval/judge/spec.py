@@ -77,6 +77,11 @@ def _extra_body(body: Any) -> dict[str, Any] | None:
     return body
 
 
+def _check_backend(backend: Any) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"judge backend {backend!r} is unknown; use one of {BACKENDS}")
+
+
 def _at_least_one(obj: Settings, *names: str) -> None:
     for name in names:
         if getattr(obj, name) < 1:
@@ -191,8 +196,7 @@ class JudgeSpec(Settings):
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"judge backend {self.backend!r} is unknown; use one of {BACKENDS}")
+        _check_backend(self.backend)
         if not self.model:
             raise ConfigError("judge spec names no model; e.g. hf:qwen2.5-coder-1.5b-instruct or openai:gpt-4o@URL")
         if self.backend == "scorer":
@@ -237,8 +241,8 @@ class JudgeSpec(Settings):
         data = {str(k).replace("-", "_"): v for k, v in dict(values).items()}
         objs = {k: data.pop(k) for k in _OBJECTS if k in data}
         backend = data.get("backend")
-        if backend is not None and backend not in BACKENDS:
-            raise ConfigError(f"judge backend {backend!r} is unknown; use one of {BACKENDS}")
+        if backend is not None:
+            _check_backend(backend)
         if backend is None or not data.get("model"):
             raise ConfigError("judge spec needs at least backend and model (e.g. backend: hf, model: NAME)")
         kind = OPTIONS[backend]
