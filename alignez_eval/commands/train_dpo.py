@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from alignez_eval.errors import ConfigError
+from alignez_eval.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,6 @@ def configure(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from alignez_eval.dpo.data import count_of, read_pairs, split_pool
     from alignez_eval.dpo.train import DPOSettings, train_dpo
-    from alignez_eval.hashing import sha256_file
     from alignez_eval.pipeline.parts import resolve_pretrained
 
     settings = DPOSettings.from_mapping({f.name: getattr(args, f.name) for f in dataclasses.fields(DPOSettings)})

@@ -23,6 +23,7 @@ from alignez_eval.atomic import atomic_write_text
 from alignez_eval.dpo.data import count_of, read_pairs, split_pool
 from alignez_eval.dpo.train import DPOSettings, train_dpo
 from alignez_eval.errors import ConfigError
+from alignez_eval.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,6 @@ def label_of(share: str, n: int) -> str:
 
 def run_expedite(cfg: ExpediteConfig) -> dict[str, Any]:
     from alignez_eval.dpo.heldout_task import write_heldout_task
-    from alignez_eval.hashing import sha256_file
     from alignez_eval.pipeline import parts
     from alignez_eval.pipeline.compare import CompareConfig, ComparePipeline
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from alignez_eval.editing.config import EDIT_SETTINGS, EditConfig
 from alignez_eval.errors import ConfigError
+from alignez_eval.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,6 @@ def fit_edit(lm: Any, queries: list[dict[str, Any]], method: str, settings: dict
     """
     # lazy: the CLI builds compare's flags from this module; these pull torch (5.6 s, measured on AMD EPYC, 2 cores)
     from alignez_eval.fitting import FitSettings, run_fit, write_outputs
-    from alignez_eval.hashing import sha256_file
 
     set_edit(lm, None, {})  # the hooks only act inside lm-eval calls; this keeps the state explicit
     fs = FitSettings.from_mapping({**settings, "method": fit_method(method)})

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from alignez_eval.errors import ArtifactError, ConfigError
+from alignez_eval.hashing import sha256_text
 from alignez_eval.judge.backends.base import JudgeRequest, empty_result
 from alignez_eval.judge.spec import JudgeSpec
 from alignez_eval.scorer.features import FeatureExtractor, features_for
@@ -40,7 +41,6 @@ def refuse_trained_generators(spec: JudgeSpec, names: Iterable[str], why: str,
     `provenance`: the head's, when the caller has read it already."""
     if spec.backend != "scorer":
         return None
-    from alignez_eval.hashing import sha256_text
     from alignez_eval.scorer.data import generator_family
 
     prov = provenance if provenance is not None else load_head(spec.model).provenance
