@@ -90,6 +90,8 @@ def read_text(path: Path) -> str:
 
 
 HH_GENERATOR = "hh-rlhf"
+
+
 def hh_split(transcript: str) -> tuple[str, str] | None:
     """(dialogue before the last assistant turn, last assistant reply); None if it has no turn."""
     split = split_last_reply(normalized(transcript))
