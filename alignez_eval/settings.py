@@ -1,9 +1,8 @@
 """One settings mechanism for every group of user settings (the edit's `EditConfig`, the fit's
 `FitSettings`, the judge's `JudgeSpec` and its per-backend options): a frozen dataclass whose
 fields say, once, their default, help text and allowed values (and, for a command line, their
-group and flag), and one reader, `Settings.from_mapping`,
-that turns loosely typed values (CLI strings, lm-eval model_args, YAML, wandb configs) into a
-checked object before any model loads.
+group and flag), and one reader, `Settings.from_mapping`, that turns loosely typed values (CLI
+strings, lm-eval model_args, YAML, wandb configs) into a checked object before any model loads.
 
     @dataclass(frozen=True)
     class MySettings(Settings):
