@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "measure a judge's agreement with a reference annotator (AlpacaEval annotations)"),
     "train-scorer": ("alignez_eval.commands.train_scorer",
                      "train a scorer judge (Bradley-Terry head on frozen LM features) from reference annotations"),
+    "scorer-features": ("alignez_eval.commands.scorer_features",
+                        "list, export and import the scorer's stored features (encode once, train anywhere)"),
     "judge-family": ("alignez_eval.commands.judge_family",
                      "a judge's nets and gap closed on a real base -> tuned family, beside the reference's"),
     "report": ("alignez_eval.commands.report", "write leaderboard md/csv/png/results.json from judgments"),

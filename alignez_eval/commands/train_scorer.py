@@ -49,9 +49,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-answer-tokens", type=int, default=d.max_answer_tokens,
                         help="answers are cut to this many tokens for the features (default: %(default)s); "
                              "the length term reads the whole answer")
-    parser.add_argument("--length-term", choices=["control", "none", "full"], default="control",
-                        help="control: fit a log-length term and score without it (default); none: no length "
-                             "term; full: fit it and score with it")
+    parser.add_argument("--length-term", choices=["control", "none", "full"], default=None,
+                        help="control: fit a log-length term and score without it (the default of a linear head); "
+                             "none: no length term (the default, and the only choice, of --head mlp/auto); full: "
+                             "fit it and score with it")
     parser.add_argument("--l2", type=float, nargs="+", default=list(DEFAULT_L2_GRID),
                         help="L2 strengths tried by grouped cross-validation")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds, grouped by generator")
@@ -67,12 +68,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment-degradations", type=int, default=0, metavar="N",
                         help="add synthetic pairs: N preferred training answers each beat their truncated, looped, "
                              "shuffled copies and another instruction's answer (default 0)")
-    parser.add_argument("--batch-size", type=int, default=8, help="feature-extraction batch size")
+    parser.add_argument("--head", choices=["linear", "mlp", "auto"], default="linear",
+                        help="linear Bradley-Terry head (default), a small MLP one, or auto: whichever has the "
+                             "lower log loss under the same grouped cross-validation (mlp/auto: --length-term none)")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128], help="MLP hidden widths tried (default 128)")
+    parser.add_argument("--mlp-l2", type=float, nargs="+", default=[1e-3], help="MLP weight decays tried")
+    parser.add_argument("--epochs", type=int, default=12, help="MLP training epochs (Adam, minibatches of 256)")
+    parser.add_argument("--relevance", action="store_true",
+                        help="fit a relevance gate: an answer whose PMI with its instruction under the feature model "
+                             "is below τ loses κ per unit (needs --augment-degradations for off-topic examples)")
+    parser.add_argument("--relevance-pairs", type=int, default=2000, metavar="N",
+                        help="real pairs (seeded sample) beside the synthetic swapped ones for the gate fit")
+    parser.add_argument("--relevance-tokens", type=int, default=64, metavar="N",
+                        help="answer tokens the relevance PMI reads (default: %(default)s)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="feature dtype: auto = bfloat16 on CPUs with native bf16 (AVX512-BF16, AMX) and GPUs, "
+                             "float32 elsewhere; recorded in the head")
+    parser.add_argument("--batch-size", type=int, default=16, help="feature-extraction batch size")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def main(args: argparse.Namespace) -> int:
+    import itertools
+
+    from alignez_eval.dtypes import cpu_has_native_bf16, resolve_dtype
     from alignez_eval.scorer.data import generators, load_pairs
+    from alignez_eval.scorer.mlp import MLPSettings
+    from alignez_eval.scorer.relevance import RelevanceSpec
     from alignez_eval.scorer.spec import FeatureSpec
     from alignez_eval.scorer.train import TrainSettings, train_scorer
 
@@ -80,15 +102,22 @@ def main(args: argparse.Namespace) -> int:
     if args.eval_generators:
         path = Path(args.eval_generators)
         eval_gens = (tuple(sorted(generators(load_pairs(path)[0]))) if path.is_file() else _csv(args.eval_generators))
+    dtype = resolve_dtype(args.dtype, "cpu")
     settings = TrainSettings(
         features=FeatureSpec(args.model, layers=tuple(args.layers), poolings=tuple(args.poolings),
-                             max_answer_tokens=args.max_answer_tokens),
-        length_term=args.length_term, l2_grid=tuple(args.l2), folds=args.folds, per_generator=args.per_generator,
+                             max_answer_tokens=args.max_answer_tokens, dtype=dtype),
+        head_kind=args.head, relevance_pairs=args.relevance_pairs,
+        mlp_grid=tuple(MLPSettings(hidden=h, l2=l2, epochs=args.epochs, seed=args.seed)
+                       for h, l2 in itertools.product(args.hidden, args.mlp_l2)),
+        relevance=RelevanceSpec(args.model, max_answer_tokens=args.relevance_tokens, dtype=dtype)
+        if args.relevance else None,
+        extra={"feature_dtype": dtype, "dtype_requested": args.dtype, "cpu_native_bf16": cpu_has_native_bf16()},
+        length_term=args.length_term or ("control" if args.head == "linear" else "none"), l2_grid=tuple(args.l2), folds=args.folds, per_generator=args.per_generator,
         instruction_share=args.instruction_share, exclude_generators=_csv(args.exclude_generators),
         evaluation_generators=eval_gens, augment=args.augment_degradations, seed=args.seed, batch_size=args.batch_size)
     report = train_scorer(args.files, args.out, settings)
     best = next(r for r in report["cv"] if r["l2"] == report["l2"])
-    print(f"scorer head {args.out} (sha256 {report['sha256'][:12]}): {report['pairs']} pairs of "
+    print(f"scorer head {args.out} ({report['kind']}, sha256 {report['sha256'][:12]}): {report['pairs']} pairs of "
           f"{len(report['generators'])} generators, {report['answers']} answers; L2 {report['l2']:g} by grouped CV "
           f"(held-out agreement {best['agreement']:.1%}, log loss {best['log_loss']:.3f}); {report['seconds']} s")
     print(f"use it: --judge scorer:{args.out}")

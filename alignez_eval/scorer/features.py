@@ -16,6 +16,7 @@ run resumes where it stopped and a finished one is never recomputed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 
 from alignez_eval.atomic import atomic_write_safetensors
 from alignez_eval.errors import ConfigError, DataError
-from alignez_eval.hashing import sha256_text
+from alignez_eval.hashing import sha256_json, sha256_text
 from alignez_eval.models.paths import alignez_home
 from alignez_eval.scorer.spec import FeatureSpec, answer_key
 
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 FEATURE_FORMAT = "alignez-eval/scorer-features/1"
 SHARD_SIZE = 256
+# Pending answers are sorted by length inside windows of this many, so batches pad little while an
+# interrupted run has still covered its input in order, window by window.
+SORT_WINDOW = 4096
 # Instructions longer than this are cut too (a few AlpacaEval ones hold whole documents).
 MAX_INSTRUCTION_TOKENS = 256
 
@@ -274,6 +278,20 @@ def compatible_stores(spec: FeatureSpec, root: str | os.PathLike[str] | None = N
     return found
 
 
+def approx_length(item: tuple[str, str]) -> int:
+    """Characters the feature model will read of (instruction, answer): a tokenizer-free proxy of the
+    rendered length, with the same cuts (about 4 characters a token)."""
+    instruction, answer = item
+    return min(len(instruction), 4 * MAX_INSTRUCTION_TOKENS) + min(len(answer), 4 * 200)
+
+
+def length_windows(pending: list[tuple[str, tuple[str, str]]], window: int) -> list[tuple[str, tuple[str, str]]]:
+    out = []
+    for s in range(0, len(pending), window):
+        out += sorted(pending[s: s + window], key=lambda kv: approx_length(kv[1]))
+    return out
+
+
 def features_for(items: Sequence[tuple[str, str]], spec: FeatureSpec, *,
                  store_root: str | os.PathLike[str] | None = None, use_store: bool = True,
                  extractor: FeatureExtractor | None = None, batch_size: int = 8, shard_size: int = SHARD_SIZE,
@@ -293,7 +311,7 @@ def features_for(items: Sequence[tuple[str, str]], spec: FeatureSpec, *,
     todo = {k: it for k, it in zip(keys, items, strict=True) if k not in found}
     if todo:
         extractor = extractor or FeatureExtractor(spec, batch_size=batch_size)
-        pending = list(todo.items())
+        pending = length_windows(list(todo.items()), SORT_WINDOW)
         logger.info("scorer features: %d of %d answers stored, %d to compute", len(set(keys)) - len(pending),
                     len(set(keys)), len(pending))
         bar = tqdm(total=len(pending), desc="scorer features", unit="answer", disable=not progress)
@@ -306,3 +324,86 @@ def features_for(items: Sequence[tuple[str, str]], spec: FeatureSpec, *,
             bar.update(len(chunk))
         bar.close()
     return np.stack([found[k] for k in keys]).astype(np.float32), extractor
+
+
+EXPORT_FORMAT = "alignez-eval/scorer-features-export/1"
+
+
+def _export_checksum(identity: str, keys: Sequence[str], vectors: np.ndarray) -> str:
+    h = hashlib.sha256(identity.encode() + b"\n" + "\n".join(keys).encode() + b"\n")
+    h.update(np.ascontiguousarray(vectors, np.float32).tobytes())
+    return h.hexdigest()
+
+
+def store_dirs(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The feature stores under `root` (each a folder with spec.json and shards)."""
+    root = Path(root or default_store_root())
+    return sorted(p.parent for p in root.glob("*/spec.json")) if root.is_dir() else []
+
+
+def export_store(store_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
+    """Every vector of one store as one safetensors file (rows sorted by answer key, the spec and a
+    checksum in the metadata), so an encoding made once is reused by `train-scorer` anywhere.
+    -> rows written."""
+    store_dir = Path(store_dir)
+    try:
+        ident = json.loads((store_dir / "spec.json").read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{store_dir} is not a scorer feature store (no readable spec.json); list the stores with "
+                        "`alignez-eval scorer-features list`") from None
+    identity = sha256_json(ident)
+    store = FeatureStore(IdentitySpec(ident), store_dir.parent)
+    if store.dir.resolve() != store_dir.resolve():
+        raise DataError(f"{store_dir}'s folder name does not match its spec.json; it was moved or edited")
+    keys = sorted(store.index)
+    if not keys:
+        raise DataError(f"feature store {store_dir} holds no vectors to export")
+    vectors = store.get(keys)
+    meta = {"format": EXPORT_FORMAT, "identity": identity, "spec": json.dumps(ident, sort_keys=True),
+            "keys": json.dumps(keys), "checksum": _export_checksum(identity, keys, vectors)}
+    atomic_write_safetensors(out, {"features": torch.from_numpy(np.ascontiguousarray(vectors))}, metadata=meta)
+    return len(keys)
+
+
+def import_store(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> tuple[Path, int]:
+    """Load an exported file into the store it came from under `root` (rows already there are kept).
+    -> (store folder, rows added)."""
+    from safetensors import safe_open
+
+    fix = "export it again with `alignez-eval scorer-features export`"
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            vectors = f.get_tensor("features") if meta.get("format") == EXPORT_FORMAT else None
+    except Exception as exc:  # noqa: BLE001 -- any unreadable file is one clear error
+        raise DataError(f"{path} is not a readable scorer feature export ({exc}); {fix}") from None
+    if vectors is None:
+        raise DataError(f"{path} is not a scorer feature export (format {meta.get('format')!r}); {fix}")
+    try:
+        ident = json.loads(meta["spec"])
+        keys = json.loads(meta["keys"])
+    except (KeyError, ValueError):
+        raise DataError(f"{path} has damaged metadata; {fix}") from None
+    identity = sha256_json(ident)
+    if identity != meta.get("identity") or len(keys) != len(vectors) or \
+            meta.get("checksum") != _export_checksum(identity, keys, vectors):
+        raise DataError(f"{path} fails its checksum: its vectors, keys or spec changed after export; {fix}")
+    store = FeatureStore(IdentitySpec(ident), root or default_store_root())
+    new = [i for i, k in enumerate(keys) if k not in store]
+    for s in range(0, len(new), SHARD_SIZE):
+        idx = new[s: s + SHARD_SIZE]
+        store.put([keys[i] for i in idx], np.ascontiguousarray(vectors[idx]))
+    return store.dir, len(new)
+
+
+class IdentitySpec:
+    """A stored spec.json as the FeatureStore's key (identity / identity_hash), whatever its kind."""
+
+    def __init__(self, ident: dict[str, Any]) -> None:
+        self.ident = ident
+
+    def identity(self) -> dict[str, Any]:
+        return self.ident
+
+    def identity_hash(self) -> str:
+        return sha256_json(self.ident)

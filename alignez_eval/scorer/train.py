@@ -5,8 +5,12 @@
 2. optionally keep a share of the instructions (a split by instruction) and at most N rows per
    generator (seeded);
 3. compute the features of every distinct answer once (stored and resumable; features.py);
-4. standardize, choose λ by cross-validation grouped by generator, fit on all pairs (fit.py);
-5. write the head with its provenance and a training report beside it.
+4. standardize, choose λ by cross-validation grouped by generator, fit on all pairs (fit.py); with
+   `head_kind` mlp or auto, the MLP settings are cross-validated on the same folds (mlp.py) and
+   auto keeps whichever of linear and MLP has the lower held-out log loss;
+5. optionally fit a relevance gate (relevance.py) on a sample of the pairs and every synthetic
+   "swapped" pair: κ, τ by a grid over held-in log loss, the head's margins fixed;
+6. write the head with its provenance and a training report beside it.
 Deterministic: the same files and settings give the same head file, byte for byte.
 """
 
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from alignez_eval.atomic import atomic_write_json
 from alignez_eval.errors import ConfigError, DataError
@@ -35,7 +40,9 @@ from alignez_eval.scorer.data import (
 )
 from alignez_eval.scorer.features import FeatureExtractor, FeatureSpec, answer_key, features_for, model_sha256
 from alignez_eval.scorer.fit import DEFAULT_L2_GRID, PairData, choose_l2, cross_validate, fit_bt
-from alignez_eval.scorer.head import LENGTH_TERMS, ScorerHead, answer_length
+from alignez_eval.scorer.head import LENGTH_TERMS, ScorerHead, answer_length, relevance_penalty
+from alignez_eval.scorer.mlp import MLPSettings, PairIndex, fit_mlp, mlp_scores
+from alignez_eval.scorer.relevance import RelevanceSpec, relevance_for
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,9 @@ def licence_for(pairs: Sequence[PrefPair]) -> str:
     kinds = {"hh-rlhf" if p.generator_2 == HH_GENERATOR else "alpaca_eval" for p in pairs
              if not p.generator_1.startswith(AUGMENT_GENERATOR)}
     return "; ".join(LICENCES[k] for k in sorted(kinds))
+
+
+HEAD_CHOICES = ("linear", "mlp", "auto")
 
 
 @dataclass
@@ -72,6 +82,10 @@ class TrainSettings:
     batch_size: int = 8
     licence: str | None = None  # None: from the data (licence_for)
     extra: dict[str, Any] = field(default_factory=dict)
+    head_kind: str = "linear"  # linear | mlp | auto (the lower grouped-CV log loss)
+    mlp_grid: tuple[MLPSettings, ...] = (MLPSettings(),)
+    relevance: RelevanceSpec | None = None  # fit a relevance gate reading this signal
+    relevance_pairs: int = 2000  # real pairs (seeded sample) beside every swapped pair for the gate fit
 
     def __post_init__(self) -> None:
         if self.length_term not in LENGTH_TERMS:
@@ -84,6 +98,12 @@ class TrainSettings:
             raise ConfigError("--augment-degradations must be >= 0")
         if not self.l2_grid or any(x <= 0 for x in self.l2_grid):
             raise ConfigError("--l2 values must be positive")
+        if self.head_kind not in HEAD_CHOICES:
+            raise ConfigError(f"--head {self.head_kind!r}: use one of {HEAD_CHOICES}")
+        if self.head_kind != "linear" and self.length_term != "none":
+            raise ConfigError("an mlp head is fitted without a length term: use --length-term none with --head mlp/auto")
+        if self.head_kind != "linear" and not self.mlp_grid:
+            raise ConfigError("--head mlp/auto needs at least one MLP setting")
 
     @property
     def head_features(self) -> FeatureSpec:
@@ -149,8 +169,29 @@ def train_scorer(files: Sequence[str | Path], out: str | Path, settings: TrainSe
     use_length = s.length_term in ("control", "full")
     cv = cross_validate(data, s.l2_grid, use_length, k=s.folds, seed=s.seed, read_length=s.length_term == "full")
     l2 = choose_l2(cv)
-    w, gamma = fit_bt(data, l2, use_length)
+    best_linear = next(r for r in cv if r["l2"] == l2)
+    kind, mlp, mlp_cv, chosen_mlp = "linear", None, [], None
+    if s.head_kind != "linear":
+        index = pair_index(pairs, answers, (matrix - mu) / sigma, data)
+        mlp_cv = cross_validate_mlp(index, s.mlp_grid, k=s.folds, seed=s.seed)
+        chosen_mlp = min(mlp_cv, key=lambda r: (round(r["log_loss"], 6), -r["l2"], r["hidden"]))
+        if s.head_kind == "mlp" or chosen_mlp["log_loss"] < best_linear["log_loss"]:
+            kind = "mlp"
+    if kind == "mlp":
+        assert chosen_mlp is not None
+        settings_mlp = next(m for m in s.mlp_grid if _mlp_row(m) == {k: chosen_mlp[k] for k in _mlp_row(m)})
+        params = fit_mlp(index, settings_mlp)
+        w, gamma = params["w"], 0.0
+        mlp = {k: params[k] for k in ("W1", "b1", "v")}
+    else:
+        w, gamma = fit_bt(data, l2, use_length)
     gens = sorted({generator_family(p.generator_2) for p in pairs})
+    head = ScorerHead(features=head_spec, w=w, mu=mu, sigma=sigma, gamma=gamma, length_term=s.length_term,
+                      kind=kind, mlp=mlp)
+    gate_report = None
+    if s.relevance is not None:
+        gate_report = fit_gate(head, pairs, phi, s, store_root=store_root)
+        head.gate, head.relevance = (gate_report["kappa"], gate_report["tau"]), s.relevance.identity()
     provenance = {
         "trained_with": "alignez-eval train-scorer",
         "sources": info["sources"],
@@ -175,17 +216,115 @@ def train_scorer(files: Sequence[str | Path], out: str | Path, settings: TrainSe
         "feature_model_sha256": model_sha256(s.features.model),
         **s.extra,
     }
-    head = ScorerHead(features=head_spec, w=w, mu=mu, sigma=sigma, gamma=gamma, length_term=s.length_term,
-                      provenance=provenance)
+    if s.head_kind != "linear":
+        provenance.update(head_kind=s.head_kind, chosen_kind=kind, mlp_cv=mlp_cv)
+    if gate_report is not None:
+        provenance["relevance_gate"] = gate_report
+    head.provenance = provenance
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sha = head.save(out)
-    train_margin = data.dz @ w + (gamma * data.dl if s.length_term == "full" else 0.0)
-    report = {"head": str(out), "sha256": sha, "l2": l2, "gamma": gamma, "cv": cv,
+    if kind == "mlp":
+        sc = mlp_scores(index.Z, {"w": w, **(mlp or {})})
+        train_margin = sc[index.i2] - sc[index.i1]
+    else:
+        train_margin = data.dz @ w + (gamma * data.dl if s.length_term == "full" else 0.0)
+    report = {"head": str(out), "sha256": sha, "kind": kind, "l2": l2, "gamma": gamma, "cv": cv, "mlp_cv": mlp_cv,
+              "relevance_gate": gate_report,
               "train_agreement": float(np.mean((train_margin > 0)[data.y != 0.5] == (data.y > 0.5)[data.y != 0.5])),
               "pairs": len(pairs), "answers": len(answers), "generators": gens,
               "seconds": round(time.time() - t0, 1)}
     atomic_write_json(out.with_suffix(".json"), report)
-    logger.info("scorer head %s: %d pairs, λ=%g, CV agreement %.3f, sha256 %s", out, len(pairs), l2,
-                next(r["agreement"] for r in cv if r["l2"] == l2), sha[:12])
+    logger.info("scorer head %s (%s): %d pairs, λ=%g, CV agreement %.3f, sha256 %s", out, kind, len(pairs), l2,
+                best_linear["agreement"], sha[:12])
     return report
+
+
+def pair_index(pairs: Sequence[PrefPair], answers: Sequence[tuple[str, str]], Z: np.ndarray,
+               data: PairData) -> PairIndex:
+    row = {answer_key(q, a): i for i, (q, a) in enumerate(answers)}
+    i1 = np.array([row[answer_key(p.instruction, p.output_1)] for p in pairs])
+    i2 = np.array([row[answer_key(p.instruction, p.output_2)] for p in pairs])
+    return PairIndex(Z, i1, i2, data.y, data.weight, data.group)
+
+
+def _mlp_row(m: MLPSettings) -> dict[str, Any]:
+    return {"hidden": m.hidden, "l2": m.l2, "epochs": m.epochs, "lr": m.lr, "batch_size": m.batch_size,
+            "threads": m.threads or torch.get_num_threads()}
+
+
+def cross_validate_mlp(index: PairIndex, grid: Sequence[MLPSettings], k: int = 5,
+                       seed: int = 0) -> list[dict[str, Any]]:
+    """The MLP settings on the linear head's folds (grouped by generator): pooled held-out metrics."""
+    from alignez_eval.scorer.fit import grouped_folds, pair_metrics
+
+    k = min(k, len(np.unique(index.group)))
+    folds = grouped_folds(index.group, k, seed)
+    rows = []
+    for m in grid:
+        margins = np.zeros(len(index.y))
+        for test in folds:
+            train = np.setdiff1d(np.arange(len(index.y)), test)
+            params = fit_mlp(index.take(train), m)
+            sc = mlp_scores(index.Z, params)
+            margins[test] = sc[index.i2[test]] - sc[index.i1[test]]
+        rows.append({**_mlp_row(m), **pair_metrics(margins, index.y)})
+        logger.info("MLP head %s: held-out agreement %.3f, log loss %.4f", _mlp_row(m), rows[-1]["agreement"],
+                    rows[-1]["log_loss"])
+    return rows
+
+
+GATE_QUANTILES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+GATE_KAPPAS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+
+
+def fit_gate(head: ScorerHead, pairs: Sequence[PrefPair], phi: dict[str, np.ndarray], s: TrainSettings, *,
+             store_root: str | Path | None = None) -> dict[str, Any]:
+    """κ, τ of the relevance gate: τ among the lower quantiles of r over every answer of the fit pairs,
+    κ on a grid (in units of the head's margin spread), chosen by log loss over a seeded sample of the
+    real pairs plus every synthetic 'swapped' pair, with the head's own margins fixed."""
+    from scipy.special import log_expit
+
+    from alignez_eval.scorer.augment import AUGMENT_GENERATOR
+
+    assert s.relevance is not None
+    swapped = [p for p in pairs if p.generator_1 == f"{AUGMENT_GENERATOR}:swapped"]
+    real = [p for p in pairs if not p.generator_1.startswith(AUGMENT_GENERATOR)]
+    rng = np.random.default_rng(s.seed)
+    pick = sorted(rng.choice(len(real), min(s.relevance_pairs, len(real)), replace=False)) if real else []
+    fit_pairs = [real[i] for i in pick] + swapped
+    if not swapped:
+        logger.warning("relevance gate fitted without synthetic swapped pairs (--augment-degradations 0): "
+                       "nothing shows it an off-topic answer")
+    items = list(dict.fromkeys((p.instruction, a) for p in fit_pairs for a in (p.output_1, p.output_2)))
+    r_all, _ = relevance_for(items, s.relevance, store_root=None if store_root is None else Path(store_root) / "rel",
+                             batch_size=s.batch_size)
+    r = {answer_key(q, a): v for (q, a), v in zip(items, r_all, strict=True)}
+
+    def quality(p: PrefPair, a: str) -> float:
+        return float(head.quality(phi[answer_key(p.instruction, a)][None])[0])
+
+    m0 = np.array([quality(p, p.output_2) - quality(p, p.output_1) for p in fit_pairs])
+    r1 = np.array([r[answer_key(p.instruction, p.output_1)] for p in fit_pairs])
+    r2 = np.array([r[answer_key(p.instruction, p.output_2)] for p in fit_pairs])
+    y = np.array([p.p2 for p in fit_pairs])
+    pooled = np.concatenate([r1, r2])
+    scale = float(np.std(m0)) or 1.0
+    rows = []
+    for q in GATE_QUANTILES:
+        tau = float(np.quantile(pooled, q))
+        for kappa_unit in GATE_KAPPAS:
+            kappa = kappa_unit * scale
+            m = m0 - relevance_penalty(r2, kappa, tau) + relevance_penalty(r1, kappa, tau)
+            ll = -float(np.mean(y * log_expit(m) + (1 - y) * log_expit(-m)))
+            rows.append({"quantile": q, "tau": tau, "kappa": kappa, "log_loss": ll})
+    best = min(rows, key=lambda x: (round(x["log_loss"], 6), x["kappa"], -x["quantile"]))
+    swap_idx = np.arange(len(real[: len(pick)]), len(fit_pairs))
+    m_best = m0 - relevance_penalty(r2, best["kappa"], best["tau"]) + relevance_penalty(r1, best["kappa"], best["tau"])
+    logger.info("relevance gate: τ=%.3f (q %.2f), κ=%.3f; swapped pairs won %.1f%% -> %.1f%%", best["tau"],
+                best["quantile"], best["kappa"], 100 * float(np.mean(m0[swap_idx] > 0)) if len(swap_idx) else 0,
+                100 * float(np.mean(m_best[swap_idx] > 0)) if len(swap_idx) else 0)
+    return {"kappa": best["kappa"], "tau": best["tau"], "quantile": best["quantile"], "pairs": len(fit_pairs),
+            "swapped_pairs": len(swapped), "log_loss": best["log_loss"],
+            "log_loss_without": next(x["log_loss"] for x in rows if x["kappa"] == 0.0),
+            "margin_scale": scale, "relevance": s.relevance.identity()}

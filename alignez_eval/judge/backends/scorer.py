@@ -6,16 +6,21 @@ there); the rest are computed once and stored."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import torch
+
+from alignez_eval.dtypes import fast_dtype
 from alignez_eval.errors import ArtifactError, ConfigError
 from alignez_eval.hashing import sha256_text
 from alignez_eval.judge.backends.base import JudgeRequest, empty_result
 from alignez_eval.judge.spec import JudgeSpec
-from alignez_eval.scorer.features import FeatureExtractor, features_for
+from alignez_eval.scorer.features import FeatureExtractor, FeatureSpec, features_for
 from alignez_eval.scorer.head import ScorerHead, load_head
+from alignez_eval.scorer.relevance import RelevanceSpec, relevance_for
 
 logger = logging.getLogger(__name__)
 
@@ -58,22 +63,36 @@ def refuse_trained_generators(spec: JudgeSpec, names: Iterable[str], why: str,
                       "on instructions it was not trained on)")
 
 
+def extraction_spec(features: FeatureSpec) -> FeatureSpec:
+    """The features to compute here: the head's own, except that bf16 features are computed in fp32 on a
+    CPU without native bf16 (emulated bf16 is 5-70x slower there). The two differ by bf16 rounding of the
+    hidden states; reports/scorer measures what that does to verdicts."""
+    if features.dtype == "bfloat16" and not torch.cuda.is_available() and fast_dtype("cpu") == "float32":
+        logger.warning("scorer head was trained on bf16 features; this CPU has no native bf16, so they are computed "
+                       "in float32 (a rounding-level difference)")
+        return dataclasses.replace(features, dtype="float32")
+    return features
+
+
 class ScorerBackend:
     def __init__(self, spec: JudgeSpec) -> None:
         self.spec = spec
         self.calls = 0
         self.head = load_head(spec.model)
         check_feature_model(self.head)
+        self.features = extraction_spec(self.head.features)
         self.extractor: FeatureExtractor | None = None
+        self.relevance_model: Any = None
         if spec.model_obj is not None:
             if spec.tokenizer_obj is None:
                 raise ConfigError("a preloaded scorer feature model needs its tokenizer too (spec.using(model, tok))")
-            self.extractor = FeatureExtractor(self.head.features, batch_size=spec.options.batch_size,
+            self.extractor = FeatureExtractor(self.features, batch_size=spec.options.batch_size,
                                               model=spec.model_obj, tokenizer=spec.tokenizer_obj)
 
     @property
     def forward_passes(self) -> int:
-        return self.extractor.forward_passes if self.extractor is not None else 0
+        return ((self.extractor.forward_passes if self.extractor is not None else 0)
+                + (self.relevance_model.forward_passes if self.relevance_model is not None else 0))
 
     def run(self, requests: list[JudgeRequest]) -> Iterator[tuple[JudgeRequest, dict[str, Any]]]:
         for req in requests:
@@ -82,9 +101,15 @@ class ScorerBackend:
         if not requests:
             return
         items = [(r.instruction, r.answer_a) for r in requests]
-        phi, self.extractor = features_for(items, self.head.features, extractor=self.extractor,
+        phi, self.extractor = features_for(items, self.features, extractor=self.extractor,
                                            batch_size=self.spec.options.batch_size)
-        scores = self.head.score(phi, [a for _, a in items])
+        relevance = None
+        if self.head.reads_relevance:
+            assert self.head.relevance is not None
+            relevance, self.relevance_model = relevance_for(items, RelevanceSpec.from_identity(self.head.relevance),
+                                                            model=self.relevance_model,
+                                                            batch_size=self.spec.options.batch_size)
+        scores = self.head.score(phi, [a for _, a in items], relevance)
         self.calls += len(requests)
         for req, score in zip(requests, scores, strict=True):
             yield req, empty_result(grade=float(score))
