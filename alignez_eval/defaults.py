@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# A Bradley–Terry head on SmolLM2-135M-Instruct features, trained on GPT-4's AlpacaEval-1 preferences
-# of 42 generators plus synthetic degradation pairs (alignez_eval/scorer/heads/alpaca-gpt4-smollm2.json
-# beside the head records how). The generative judges stay available: --judge hf:qwen2.5-coder-1.5b-instruct.
-DEFAULT_JUDGE = "scorer:alpaca-gpt4-smollm2"
+# A small MLP Bradley–Terry head on bf16 SmolLM2-135M-Instruct features, trained on every GPT-4
+# (AlpacaEval 1) and GPT-4-turbo (AlpacaEval 2, soft) annotation of the training half of the
+# instructions, 80 generators, plus 4,000 synthetic degradation pairs (bench/scorer_study.py `full`,
+# variant 5; alignez_eval/scorer/heads/alpaca-gpt4-mlp-smollm2.json beside the head records how).
+# It replaced the linear head on 1,260 pairs (scorer:alpaca-gpt4-smollm2, still packaged), which
+# picked the longer answer 9 points more often than GPT-4; the new one is within 2 points.
+# The generative judges stay available: --judge hf:qwen2.5-coder-1.5b-instruct.
+DEFAULT_JUDGE = "scorer:alpaca-gpt4-mlp-smollm2"
 
 # Its measured agreement with GPT-4 on held-out AlpacaEval pairs (a `judge-agreement` agreement.json),
 # stated in leaderboard headers (demo, compare --judge-reference).

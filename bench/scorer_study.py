@@ -400,6 +400,8 @@ def full_variants() -> list[tuple[str, dict]]:
         ("auto (linear vs mlp by CV), every row + degradations + relevance gate",
          dict(l2_grid=grid, head_kind="auto", mlp_grid=mlps, relevance=rel, relevance_pairs=1000)),
         ("linear, every row + degradations + relevance gate", dict(l2_grid=grid, relevance=rel, relevance_pairs=1000)),
+        ("mlp 128, every row + degradations + relevance gate",
+         dict(l2_grid=grid, head_kind="mlp", mlp_grid=mlps[:1], relevance=rel, relevance_pairs=1000)),
     ]
 
 
