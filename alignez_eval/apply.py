@@ -32,6 +32,7 @@ import torch
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.editing.config import EditConfig
 from alignez_eval.editing.edited_model import CACHE_KWARGS, EditedModel
+from alignez_eval.editing.interop import load_edit
 from alignez_eval.editing.plan import EditPlan, prepare_plan
 from alignez_eval.errors import ConfigError
 
@@ -46,7 +47,7 @@ def apply_edit(model: torch.nn.Module, edit: Edit | str | os.PathLike[str], *, l
     if not isinstance(edit, Edit):
         if not isinstance(edit, (str, os.PathLike)):
             raise ConfigError(f"edit={edit!r}: pass an Edit or the path of an edit artifact")
-        edit = Edit.load(Path(edit))
+        edit = load_edit(Path(edit), model, layers_path)
     return EditHandle(model, prepare_plan(edit, config, model, layers_path))
 
 

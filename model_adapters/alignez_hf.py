@@ -26,6 +26,7 @@ from alignez_eval.adapters import adapter_identity, fitted_elsewhere, mark
 from alignez_eval.editing.artifact import Edit
 from alignez_eval.editing.config import EDIT_SETTINGS, is_none
 from alignez_eval.editing.edited_model import EditedModel
+from alignez_eval.editing.interop import load_edit
 from alignez_eval.editing.layers import check_no_split_layer_list
 from alignez_eval.editing.plan import EditConfig, EditPlan, prepare_plan
 from alignez_eval.editing.positions import loglikelihood_span
@@ -110,7 +111,7 @@ class AlignEZHFLM(HFLM):
             elif isinstance(edit, Edit):
                 self._edit = edit
             elif isinstance(edit, (str, os.PathLike)):
-                self._edit = Edit.load(Path(edit))
+                self._edit = load_edit(Path(edit), self.model, self.layers_path)
             else:
                 raise ConfigError(f"edit={edit!r}: pass a path to an edit artifact, or edit=none")
         config = EditConfig.from_mapping(settings)
@@ -151,7 +152,7 @@ class AlignEZHFLM(HFLM):
     def edit_info(self) -> dict[str, Any]:
         """What goes into lm-eval's results `config` (via get_model_info)."""
         if self.edit_plan is None:
-            return {"edit": "none", "positions": self._config.positions, "alignez_eval_version": __version__}
+            return {"edit": "none", "positions": self._config.positions or "last", "alignez_eval_version": __version__}
         info = self.edit_plan.describe()
         info["alignez_eval_version"] = __version__
         if self.layer_usage:

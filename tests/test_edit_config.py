@@ -35,7 +35,6 @@ BAD = [
     ("n_layers", 2.5, r"^n_layers=2.5 must be a positive integer"),
     ("n_layers", True, r"^n_layers=True must be a positive integer"),
     ("positions", "x", r"^positions='x'; choose one of last\|all\|generated$"),
-    ("positions", None, r"^positions=None; choose one of last\|all\|generated$"),
     ("component", "attn", r"^component='attn'; choose one of mlp\|block$"),
     ("gate", "x", r"^gate='x'; choose one of paper\|flipped\|none$"),
 ]
@@ -88,7 +87,8 @@ def test_defaults_come_from_the_fields() -> None:
     defaults = {f.name: f.default for f in dataclasses.fields(EditConfig)}
     assert tuple(defaults) == EDIT_SETTINGS == EditConfig.names()
     assert EditConfig.from_mapping({}) == EditConfig() == EditConfig(**defaults)
-    assert defaults["alpha"] == 1.0 and defaults["positions"] == "last"
+    # positions: None = the artifact's (last for fits made here, all for imported control vectors)
+    assert defaults["alpha"] == 1.0 and defaults["positions"] is None
 
 
 def test_every_setting_has_help_and_a_coercion() -> None:

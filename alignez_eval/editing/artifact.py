@@ -3,7 +3,8 @@
 File layout (no pickle anywhere):
   tensors   layer.{i}.harm   (k_harm, d) float32, orthonormal rows (may have 0 rows)
             layer.{i}.help   (k_help, d) float32, orthonormal rows (may have 0 rows)
-            layer.{i}.steer  (d,)        float32, only for additive rules (CAA, ITI)
+            layer.{i}.steer  (d,)        float32, only for rules that add a vector (CAA, ITI, imported
+                                         control vectors; the value a clamp holds)
   metadata  {"alignez": JSON of EditMeta, with per-layer stats under "layer_stats" and
              "tensors_sha256": sha256 over every tensor's name, dtype, shape and bytes}
             (one key only, so equal edits are byte-equal files: `Edit.sha256` is the file's hash)
@@ -31,7 +32,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from alignez_eval.atomic import atomic_write_safetensors
-from alignez_eval.editing.config import COMPONENTS, GATES
+from alignez_eval.editing.config import COMPONENTS, GATES, POSITIONS
 from alignez_eval.editing.rules import RULES, get_rule
 from alignez_eval.errors import ArtifactError
 from alignez_eval.hashing import sha256_file
@@ -85,6 +86,9 @@ class EditMeta:
     # "help": Θ_help rows point towards helpful (⟨mean(H_help − H_harm), θ⟩ > 0) and Θ_harm rows towards
     # harmful; query gates are evaluated on the helpful-oriented sign of every direction (−θ for harm).
     orientation: str = "help"
+    # the positions this edit is meant for when the user names none: "last" for AlignEZ and the baselines
+    # fitted here (the paper's), "all" for control vectors, which their own tools add at every position
+    positions: str = "last"
     fit: dict[str, Any] = field(default_factory=dict)  # data hash, settings, counts (no timings)
     package_version: str = __version__
     format_version: int = FORMAT_VERSION
@@ -96,6 +100,8 @@ class EditMeta:
             raise ArtifactError(f"unknown component {self.component!r}; expected one of {COMPONENTS}")
         if self.gate not in GATES:
             raise ArtifactError(f"unknown gate {self.gate!r}; expected one of {GATES}")
+        if self.positions not in POSITIONS:
+            raise ArtifactError(f"unknown positions {self.positions!r}; expected one of {POSITIONS}")
 
 
 @dataclass
@@ -181,6 +187,8 @@ class Edit:
             if le.stats:
                 stats[str(i)] = le.stats
         meta = dataclasses.asdict(self.meta)
+        if meta["positions"] == "last":
+            del meta["positions"]  # the default: artifacts written before the field existed stay byte-equal
         meta["layer_stats"] = stats
         meta[CHECKSUM_FIELD] = sha256_tensors(tensors)
         # One metadata key: safetensors stores metadata in a hash map, so two keys could be written

@@ -89,7 +89,9 @@ class EditConfig(Settings):
     alpha: float = setting(1.0, "boost scale α of the helpful directions", coerce=_alpha)
     layers: str | None = setting(None, f"edited layers: {SYNTAX.removeprefix('layers=')}", coerce=_layers)
     n_layers: int | None = setting(None, "top-n layers per query for layers=auto", coerce=_n_layers)
-    positions: str = setting("last", "which positions are edited", choices=POSITIONS, coerce=_word)
+    positions: str | None = setting(None, "which positions are edited (default: the artifact's; last for fits "
+                                    "made here, all for imported control vectors)", choices=POSITIONS,
+                                    coerce=_component)
     component: str | None = setting(None, "where the edit applies (must match the artifact's)",
                                     choices=COMPONENTS, coerce=_component)
     gate: str | None = setting(None, "query-conditional direction filter", choices=GATES, coerce=_gate)
@@ -104,7 +106,7 @@ class EditConfig(Settings):
             raise ConfigError(f"n_layers={self.n_layers!r} must be a positive integer (e.g. n_layers=3)")
         for name in ("positions", "component", "gate"):
             value, choices = getattr(self, name), self.choices_of(name) or ()
-            if (value is not None or name == "positions") and value not in choices:
+            if value is not None and value not in choices:
                 raise ConfigError(f"{name}={value!r}; choose one of {'|'.join(choices)}")
 
     # from_mapping (Settings) reads strings as lm-eval's parser hands them over: "1.5" is a number,

@@ -4,6 +4,7 @@ once per `set_edit` and reused by every model call."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,9 @@ def prepare_plan(
             f"drop component= (or pass component={meta.component}), or fit on component={component}"
         )
     gate = config.gate or meta.gate
+    if config.positions is None:
+        # resolved here, so everything downstream reads plan.config.positions as a position mode
+        config = dataclasses.replace(config, positions=meta.positions)
     if not rule.gated and gate != "none":
         gated = ", ".join(name for name, r in RULE_OBJECTS.items() if r.gated)
         raise ConfigError(

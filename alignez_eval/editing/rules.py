@@ -83,6 +83,14 @@ def projection_delta(
     return y - x
 
 
+def clamp_delta(x: torch.Tensor, basis: torch.Tensor, steer: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Set x's component in span(Θ) to α·steer's: x ← x − Σ⟨x,θ⟩θ + α·steer, steer ∈ span(Θ).
+
+    lm-eval's `steered` clamp, x ← x + d(c − ⟨x − b, d⟩) with unit d, is this with Θ = [d] and
+    steer = (c + ⟨b, d⟩)·d: the bias only moves the value the component is clamped to."""
+    return alpha * steer.to(dtype=x.dtype, device=x.device).expand_as(x) - _combine(_coeffs(x, basis), basis)
+
+
 def add_delta(x: torch.Tensor, steer: torch.Tensor, alpha: float) -> torch.Tensor:
     """CAA / ITI: a constant shift α·v (v already carries its scale, e.g. ITI's σ·θ)."""
     return (alpha * steer.to(dtype=x.dtype, device=x.device)).expand_as(x)
@@ -199,7 +207,19 @@ class AddRule(Rule):
         return add_delta(x, steer, alpha)
 
 
-RULE_OBJECTS: dict[str, Rule] = {r.name: r for r in (AlignEZRule(), ProjectionRule(), AddRule())}
+class ClampRule(Rule):
+    """lm-eval `steered`'s clamp: hold the component along Θ_harm at α·steer (`clamp_delta`)."""
+
+    name = "clamp"
+    needs_steer = True
+
+    def delta(self, x: torch.Tensor, harm: torch.Tensor, help_: torch.Tensor, steer: torch.Tensor | None,
+              alpha: float) -> torch.Tensor:
+        assert steer is not None  # prepare_plan refuses a clamp artifact without its values
+        return clamp_delta(x, harm, steer, alpha)
+
+
+RULE_OBJECTS: dict[str, Rule] = {r.name: r for r in (AlignEZRule(), ProjectionRule(), AddRule(), ClampRule())}
 RULES: tuple[str, ...] = tuple(RULE_OBJECTS)  # the names an artifact may carry
 
 

@@ -14,9 +14,15 @@ loses κ per unit, one that does is untouched, so a short generic opening gains 
   none     no explicit length term (the features still carry whatever length they encode)
   control  fitted with γℓ and *read without it*: the quality part with length set to zero, as
            AlpacaEval 2's length-controlled win rate reads its GLM
-  full     fitted with γℓ and read with it (a judge that, like its teacher, may prefer length) A head file is safetensors (w, mu, sigma, gamma) with one metadata key holding the
+  full     fitted with γℓ and read with it (a judge that, like its teacher, may prefer length)
+
+A head file is safetensors (w, mu, sigma, gamma[, W1, b1, v][, gate]) with one metadata key holding the
 provenance (feature spec, training files' sha256, generators, licence, settings, cross-validation)
 and a checksum of the tensors; `load_head` refuses a file whose tensors or provenance were changed.
+An MLP head's W₁ (h × D, nearly all of the file) is stored in float16 (`STORAGE`): at 128 × 4608 a
+float64 W₁ is 4.7 MB, over the 2 MiB a tracked file may hold, and float16 keeps 11 bits of each weight
+(relative error ≤ 2⁻¹¹) while the scores are still computed in float64; the checksum is over the
+values as read, so a head converted once loads and re-saves to the same bytes.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ META_KEY = "alignez_scorer"
 LENGTH_TERMS = ("none", "control", "full")
 HEAD_KINDS = ("linear", "mlp")
 MLP_TENSORS = ("W1", "b1", "v")
+# how each tensor is stored (anything not named: float64)
+STORAGE: dict[str, torch.dtype] = {"W1": torch.float16}
 
 
 def answer_length(answer: str) -> float:
@@ -74,6 +82,14 @@ class ScorerHead:
             raise ArtifactError("an mlp scorer head needs its W1, b1, v tensors (and a linear one has none)")
         if self.mlp is not None:
             w1, b1, v = (np.asarray(self.mlp[k]) for k in MLP_TENSORS)
+            # held at the precision the file stores, so a head scores the same before and after save/load
+            for k, dtype in STORAGE.items():
+                stored = np.asarray(self.mlp[k]).astype(torch.empty(0, dtype=dtype).numpy().dtype)
+                if not np.isfinite(stored).all():
+                    raise ArtifactError(f"scorer head tensor {k} exceeds the range of its storage type {dtype}; "
+                                        "retrain with a larger l2")
+                self.mlp = {**self.mlp, k: stored.astype(np.float64)}
+            w1 = self.mlp["W1"]
             if w1.shape != (len(b1), len(self.w)) or v.shape != b1.shape:
                 raise ArtifactError(f"scorer head MLP shapes W1 {w1.shape}, b1 {b1.shape}, v {v.shape} do not fit "
                                     f"{len(self.w)} features")
@@ -113,7 +129,7 @@ class ScorerHead:
                "sigma": torch.tensor(self.sigma, dtype=torch.float64),
                "gamma": torch.tensor([self.gamma], dtype=torch.float64)}
         for k in MLP_TENSORS if self.mlp is not None else ():
-            out[k] = torch.tensor(np.asarray(self.mlp[k]), dtype=torch.float64)
+            out[k] = torch.tensor(np.asarray(self.mlp[k]), dtype=STORAGE.get(k, torch.float64))
         if self.gate is not None:
             out["gate"] = torch.tensor(list(self.gate), dtype=torch.float64)
         return out
