@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGUFReader, GGUFWriter
+from transformers import AutoConfig
 from lm_eval.models.hf_steered import SteeredModel, steer
 
 from alignez_eval import apply_edit
@@ -204,3 +205,27 @@ def test_export_refuses_alignez_and_layer_zero_saying_why(llama, tmp_path) -> No
     with pytest.raises(ArtifactError, match="block 0"):
         write_control_vector(zero, tmp_path / "z.gguf")
     assert not (tmp_path / "a.gguf").exists() and not (tmp_path / "z.gguf").exists()
+
+
+def test_alignez_hf_with_a_steered_file_generates_what_lm_eval_steered_does(tiny_dir, tmp_path) -> None:
+    """The same .pt through lm-eval's own `steered` model and through alignez-hf edit=FILE: same answers."""
+    from lm_eval.api.instance import Instance
+
+    from model_adapters.alignez_hf import AlignEZHFLM
+
+    path = str(tiny_dir("llama"))
+    d = AutoConfig.from_pretrained(path).hidden_size
+    g = torch.Generator().manual_seed(8)
+    cfg = {f"layers.{i}": {"steering_vector": torch.randn(d, generator=g), "steering_coefficient": 4.0,
+                           "action": "add", "bias": None, "head_index": None} for i in (1, 2)}
+    torch.save(cfg, tmp_path / "s.pt")
+    prompts = ["Human: How do I bake bread?\nAssistant:", "The quick brown fox"]
+    reqs = [Instance("generate_until", {}, (p, {"until": ["\n\n"], "max_gen_toks": 8, "do_sample": False}), i)
+            for i, p in enumerate(prompts)]
+    theirs = SteeredModel(pretrained=path, steer_path=str(tmp_path / "s.pt"), device="cpu",
+                          batch_size=2).generate_until(reqs)
+    ours = AlignEZHFLM(pretrained=path, edit=str(tmp_path / "s.pt"), device="cpu", batch_size=2)
+    assert ours.edit_plan is not None and ours.edit_plan.config.positions == "all"
+    assert ours.generate_until(reqs) == theirs
+    ours.set_edit(edit="none")
+    assert ours.generate_until(reqs) != theirs  # the steering changes these answers

@@ -19,6 +19,13 @@ example (the demo, spelled out):
       --tasks alignez_embedded --judge hf:qwen2.5-coder-1.5b-instruct \\
       --methods alignez,caa --limit 48 --name my-compare
 
+other tools on the same leaderboard:
+  ... --edit-file repeng=happy.gguf          # a llama.cpp / repeng control vector on the base model
+  ... --edit-file sae=steer.pt               # an lm-eval `steered` file (add / clamp)
+  ... --external-run vllm=out/vllm-base      # answers of a finished run of any engine (lm-eval with
+                                             # --log_samples, e.g. vllm or local-completions), or an
+                                             # AlpacaEval model_outputs.json, judged as they are
+
 Generated runs, fits and judgments go to --work-dir (default runs/NAME, not committed); the report
 to reports/NAME/. Re-running skips every step whose inputs did not change.
 """
@@ -107,6 +114,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default="alignez", help="comma-separated: alignez,alignez-v1,caa,iti")
     p.add_argument("--edit-instruct", action="append", default=[], metavar="MODEL_ARGS",
                    help="also edit this instruct model with AlignEZ and compare it with itself (Δ%% vs unedited)")
+    p.add_argument("--edit-file", action="append", default=[], metavar="[LABEL=]PATH",
+                   help="also run the base model with an edit from a file: a GGUF control vector (llama.cpp, "
+                        "repeng), an lm-eval steered .pt (read with weights_only=True), or an alignez-eval "
+                        "artifact (repeatable; LABEL defaults to the file's stem)")
+    p.add_argument("--external-run", action="append", default=[], metavar="[LABEL=]PATH",
+                   help="also judge the answers of a finished run made elsewhere: an lm-eval --output_path "
+                        "directory (--log_samples, same task) of any model type, or an AlpacaEval "
+                        "model_outputs.json (repeatable)")
     add_run_args(p, limit_default=None, batch_default=16)
     p.add_argument("--judge-reference", type=Path, metavar="FILE",
                    help="state the judge's agreement with a reference annotator in the report header: an "
@@ -115,6 +130,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-reference-limit", type=int, metavar="N",
                    help="judge a seeded random N of the reference pairs (default: all)")
     add_edit_args(p)
+
+
+def labelled(item: str, flag: str) -> tuple[str, str]:
+    """`LABEL=PATH`, or `PATH` labelled by its file name's stem."""
+    label, sep, path = item.partition("=")
+    if not sep:
+        path = item
+        label = Path(item.rstrip("/")).stem
+    if not path:
+        raise ConfigError(f"{flag} {item!r}: give LABEL=PATH")
+    return label.strip(), path.strip()
 
 
 def print_report(files: dict[str, Path], title: str) -> None:
@@ -137,6 +163,8 @@ def main(args: argparse.Namespace) -> int:
         judge_check=not args.no_judge_check, judge_check_n=args.judge_check_n,
         judge_reference=args.judge_reference, judge_reference_limit=args.judge_reference_limit,
         include_path=tuple(args.include_path),
+        edit_files=[labelled(x, "--edit-file") for x in args.edit_file],
+        external_runs=[labelled(x, "--external-run") for x in args.external_run],
     )
     result = run_compare(cfg)
     if not result.report:  # a data-parallel rank other than 0

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from alignez_eval.errors import ConfigError
+from alignez_eval.hashing import sha256_file
 from alignez_eval.pipeline import parts
 from alignez_eval.pipeline.compare_config import CompareConfig
+from alignez_eval.pipeline.external import write_external_samples
 from alignez_eval.pipeline.generate import generate_run, task_manager
 from alignez_eval.pipeline.identity import (
     format_model_args,
@@ -97,6 +99,10 @@ class ComparePipeline:
             self.systems["tuned"] = System("tuned", "tuned")
         for m in cfg.methods:
             self.systems[m] = System(m, "base", m)
+        for label, path in cfg.edit_files:
+            self.systems[label] = System(label, "base", edit_file=path)
+        for label, path in cfg.external_runs:
+            self.systems[label] = System(label, "", run=path)
         for label, spec, also_alignez in cfg.extra_systems:
             self._add_model(label, spec, chat=False)
             self.systems[label] = System(label, label)
@@ -209,6 +215,41 @@ class ComparePipeline:
 
         return self.cache.run("gen", name or f"{system.name}/{task}", inputs, produce, collective=True)
 
+    def import_edit_step(self, slot: ModelSlot, system: System) -> StepResult:
+        """An edit file of another tool, read against the loaded model and saved as an artifact, so the
+        generation step applies it like any fitted edit (and its key follows the file's bytes)."""
+        assert system.edit_file is not None
+        src = Path(system.edit_file)
+        inputs = {"model": slot.entry.identity, "file": src.name, "file_sha256": sha256_file(src)}
+
+        def produce(out: Path) -> dict[str, Any]:
+            # lazy: pulls torch (5.6 s, measured on AMD EPYC, 2 cores); the CLI imports this module
+            from alignez_eval.editing.interop import load_edit
+
+            lm = slot.get()
+            edit = load_edit(src, lm.model, lm.layers_path)
+            sha = edit.save(out / "edit.safetensors")
+            return {"edit_sha256": sha, "method": edit.meta.method, "rule": edit.meta.rule,
+                    "source": {"path": str(src), "sha256": inputs["file_sha256"],
+                               **edit.meta.fit.get("source", {"format": "alignez-eval"})}}
+
+        return self.cache.run("import-edit", f"{slot.entry.key}-{system.name}", inputs, produce)
+
+    def external_run_step(self, system: System, dataset: str) -> StepResult:
+        """A finished run of another engine, cut to this dataset's prompts and written as a samples
+        file, so judging reads it like our own generations; where it came from goes with it."""
+        assert system.run is not None
+        src = Path(system.run)
+        files = [src] if src.is_file() else sorted(src.rglob("*.json*"))
+        task = self.task_for(System("base", "base"), dataset)
+        inputs = {"run": {str(f.relative_to(src) if f != src else f.name): sha256_file(f) for f in files},
+                  "task": task, "queries": queries_fingerprint(self.queries[dataset])}
+
+        def produce(out: Path) -> dict[str, Any]:
+            return write_external_samples(src, system.name, task, self.queries[dataset], out)
+
+        return self.cache.run("external", f"{system.name}/{dataset}", inputs, produce)
+
     # -- the whole job --------------------------------------------------------------------------
     def run(self) -> CompareResult:
         cfg = self.cfg
@@ -221,11 +262,15 @@ class ComparePipeline:
             slot = ModelSlot(entry, cfg.batch_size, self.stats)
             try:
                 for system in (s for s in self.systems.values() if s.model == key):
+                    imported = self.import_edit_step(slot, system) if system.edit_file else None
                     for ds in self.variants:
-                        edit = self.fit_step(slot, system.method, ds) if system.method else None
+                        edit = self.fit_step(slot, system.method, ds) if system.method else imported
                         gens[(system.name, ds)] = self.gen_step(slot, system, ds, edit)
             finally:
                 slot.close()
+        for system in (s for s in self.systems.values() if s.run is not None):
+            for ds in self.variants:
+                gens[(system.name, ds)] = self.external_run_step(system, ds)
         if self.cache.world_size > 1 and self.cache.rank != 0:
             # Data parallel: this rank's share of every generation is done; rank 0 judges and reports.
             logger.info("rank %d: generation done; rank 0 judges and writes the report", self.cache.rank)

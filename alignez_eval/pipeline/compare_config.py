@@ -56,6 +56,12 @@ class CompareConfig:
     # model_args, also_alignez). They use the base's prompt variant (e.g. the base with a LoRA
     # adapter, peft=DIR); also_alignez adds LABEL+alignez, fitted on that model's own generations.
     extra_systems: list[tuple[str, str, bool]] = field(default_factory=list)
+    # (label, path): the base model with an edit read from a file of any format `load_edit` reads (a
+    # llama.cpp / repeng control vector .gguf, an lm-eval steered .pt, an alignez-eval artifact)
+    edit_files: list[tuple[str, str]] = field(default_factory=list)
+    # (label, path): answers of a finished run of any engine (an lm-eval --output_path made with
+    # --log_samples: vllm, local-completions, hf, ...; or an AlpacaEval model_outputs.json), judged as is
+    external_runs: list[tuple[str, str]] = field(default_factory=list)
     command: str | None = None
 
     def __post_init__(self) -> None:
@@ -70,6 +76,7 @@ class CompareConfig:
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be a positive number of prompts, got {self.limit}")
         self.judge_spec()  # a bad --judge fails here, not after minutes of generation
+        self._check_outside_systems()
         self.edit = parts.check_edit_settings(self.edit)  # the inference-time names parts.py derives
         self.fit = {k: v for k, v in self.fit.items() if v is not None}
         self.include_path = normalize_include_path(self.include_path)
@@ -83,6 +90,21 @@ class CompareConfig:
         self.report_root = Path(self.report_root)
         if self.command is None:
             self.command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None
+
+    def _check_outside_systems(self) -> None:
+        taken = {"base", "tuned", *self.methods, *(label for label, _, _ in self.extra_systems)}
+        for flag, items in (("--edit-file", self.edit_files), ("--external-run", self.external_runs)):
+            for label, path in items:
+                if not label or label in taken:
+                    raise ConfigError(f"{flag} {label}={path}: the label {label!r} is empty or names another "
+                                      "system; give each system its own LABEL=PATH")
+                taken.add(label)
+                if not Path(path).exists():
+                    raise ConfigError(f"{flag} {label}={path}: no such file or directory")
+        for label, path in self.edit_files:
+            if Path(path).suffix.lower() not in (".gguf", ".pt", ".pth", ".safetensors"):
+                raise ConfigError(f"--edit-file {label}={path}: expected a control vector (.gguf), an lm-eval "
+                                  "steered file (.pt) or an alignez-eval artifact (.safetensors)")
 
     def judge_spec(self) -> JudgeSpec:
         return configured_judge(self.judge, self.judge_batch_size)

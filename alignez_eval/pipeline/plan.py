@@ -39,8 +39,10 @@ class System:
     """One column of the leaderboard: a model, with or without an edit method."""
 
     name: str
-    model: str
+    model: str  # a key of the pipeline's models; "" for an external run (no model is loaded for it)
     method: str | None = None
+    edit_file: str | None = None  # an edit read from a file (control vector, steered .pt, artifact)
+    run: str | None = None  # answers of a finished run, judged as they are
 
 
 @dataclass

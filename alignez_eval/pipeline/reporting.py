@@ -65,6 +65,9 @@ class ReportSteps:
             "judge": self.cfg.judge, "alignez_eval": __version__,
             **({"judge_batch_size": self.cfg.judge_batch_size} if self.cfg.judge_batch_size is not None else {}),
             **({"include_path": list(self.cfg.include_path)} if self.cfg.include_path else {}),
+            # only when there are some: the report step of a compare without them keeps its key
+            **({"edit_files": dict(self.cfg.edit_files)} if self.cfg.edit_files else {}),
+            **({"external_runs": dict(self.cfg.external_runs)} if self.cfg.external_runs else {}),
         }
 
     def write_manifest_summary(self) -> None:
