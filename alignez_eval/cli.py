@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                      "a judge's nets and gap closed on a real base -> tuned family, beside the reference's"),
     "report": ("alignez_eval.commands.report", "write leaderboard md/csv/png/results.json from judgments"),
     "export": ("alignez_eval.commands.export", "write a run's answers as AlpacaEval model_outputs.json"),
+    "export-edit": ("alignez_eval.commands.export_edit",
+                    "write an additive edit (CAA, ITI) as a llama.cpp / repeng GGUF control vector"),
     "compare": ("alignez_eval.commands.compare", "generate, fit, judge and report in one cached pipeline"),
     "demo": ("alignez_eval.commands.demo", "compare on the embedded offline models and prompts"),
     "sweep": ("alignez_eval.commands.sweep", "grid/random sweep over edit settings, logged to wandb"),

@@ -306,15 +306,21 @@ def test_cli_fit_writes_artifact_pairs_and_report(tiny_dir, tmp_path, capsys):
     out = tmp_path / "out" / "e.safetensors"
     argv = ["fit", "--model_args", f"pretrained={tiny_dir('llama')},dtype=float32", "--queries", str(qfile),
             "--char-tokens", "6", "--answer-tokens", "10", "--min-pairs", "2", "--out", str(out),
-            "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--pair-judge", f"hf:{tiny_dir('llama', 2)}"]
     assert cli_main(argv) == 0
     text = capsys.readouterr().out
     assert "method=v2" in text and "degeneracy rate" in text and "pairs per layer" in text
+    # the fit's verdict of its own data, printed and in the report; each pair carries its verdict
+    assert "data verdict: helpful beats harmful in" in text and "gate keeps" in text
     edit = Edit.load(out)
     assert "tiny-llama" in edit.meta.model  # the pretrained path is recorded
     report = json.loads((tmp_path / "out" / "e.report.json").read_text())
     assert report["fit"]["counts"]["queries"] == 4 and not report["cache_hit"]
-    assert len((tmp_path / "out" / "e.pairs.jsonl").read_text().splitlines()) == 4
+    pair_lines = (tmp_path / "out" / "e.pairs.jsonl").read_text().splitlines()
+    assert len(pair_lines) == 4 and all(json.loads(x)["pair_verdict"] in ("win", "tie", "lose") for x in pair_lines)
+    diag = report["diagnostics"]
+    assert diag["pair_quality"]["judged"] == 4 and 0 <= diag["pair_quality"]["quality"] <= 1
+    assert set(diag["gate_activity"]["open_by_layer"]) == {str(i) for i in edit.layers}
     assert (tmp_path / "out" / "e.report.txt").exists()
     assert cli_main(argv) == 0
     assert "(cache hit)" in capsys.readouterr().out

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGUFReader, GGUFWriter
-from transformers import AutoConfig
 from lm_eval.models.hf_steered import SteeredModel, steer
+from transformers import AutoConfig
 
 from alignez_eval import apply_edit
 from alignez_eval.editing.artifact import Edit
@@ -229,3 +229,16 @@ def test_alignez_hf_with_a_steered_file_generates_what_lm_eval_steered_does(tiny
     assert ours.generate_until(reqs) == theirs
     ours.set_edit(edit="none")
     assert ours.generate_until(reqs) != theirs  # the steering changes these answers
+
+
+def test_export_edit_command_writes_and_refuses(llama, tmp_path, capsys) -> None:
+    from alignez_eval import cli
+
+    random_edit(llama, rule="add", component="block", layers=[2], seed=9).save(tmp_path / "caa.safetensors")
+    assert cli.main(["export-edit", str(tmp_path / "caa.safetensors"), "-o", str(tmp_path / "caa.gguf"),
+                     "--alpha", "2"]) == 0
+    back = load_edit(tmp_path / "caa.gguf", llama)
+    assert torch.equal(back.layers[2].steer, 2 * Edit.load(tmp_path / "caa.safetensors").layers[2].steer)
+    random_edit(llama, rule="alignez", layers=[2], seed=9).save(tmp_path / "a.safetensors")
+    assert cli.main(["export-edit", str(tmp_path / "a.safetensors"), "-o", str(tmp_path / "a.gguf")]) != 0
+    assert "not one vector per layer" in capsys.readouterr().err

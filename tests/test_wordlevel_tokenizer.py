@@ -94,7 +94,7 @@ def test_cli_fit_on_a_word_level_model(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out" / "e.safetensors"
     argv = ["fit", "--model_args", f"pretrained={model_dir},dtype=float32", "--queries", str(qfile),
             "--char-tokens", "6", "--answer-tokens", "10", "--min-pairs", "2", "--out", str(out),
-            "--no-cache", "--no-progress"]
+            "--no-cache", "--no-progress", "--pair-judge", "none"]
     assert cli_main(argv) == 0, capsys.readouterr().err[-3000:]
     edit = Edit.load(out)
     assert edit.layers and edit.meta.num_layers == 4

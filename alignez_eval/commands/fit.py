@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alignez_eval.defaults import DEFAULT_JUDGE
+from alignez_eval.editing.config import is_none
 from alignez_eval.errors import ConfigError
 from alignez_eval.fitting.settings import GROUPS, HELP_CHOICES, FitSettings
 
@@ -66,6 +68,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--no-cache", action="store_true", help="neither read nor write the fit cache")
     o.add_argument("--activations", help="reuse/save the captured activations at this .safetensors path")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d = parser.add_argument_group("diagnostics (in the report, never in the artifact)")
+    d.add_argument("--pair-judge", default=DEFAULT_JUDGE, metavar="SPEC|none",
+                   help="judge each helpful answer against its harmful twin: how often the model's own "
+                        "'helpful' answer is better (default: the default judge, %(default)s; none to skip)")
 
 
 def setting_flags() -> dict[str, str]:
@@ -137,6 +143,32 @@ def load_model(model_args: dict[str, str]) -> tuple[Any, Any]:
     return model.to(device).eval(), tok
 
 
+def add_diagnostics(result: Any, model: Any, tok: Any, pair_judge: str | None, layers_path: str | None) -> None:
+    """Pair quality, gate activity and the one-line data verdict, into the report and the pair records."""
+    from alignez_eval.fitting.diagnostics import data_verdict, gate_activity
+    from alignez_eval.models.paths import alignez_home
+
+    quality = None
+    if pair_judge and not is_none(pair_judge):
+        from alignez_eval.judge.pair_quality import pair_quality
+
+        quality = pair_quality(result.pairs, pair_judge, cache_path=alignez_home() / "fit-pair-judgments.sqlite")
+        for rec in result.pairs:
+            rec["pair_verdict"] = quality["verdicts"].get(str(rec["id"]))
+    prompts = [str(r["query"]) for r in result.pairs if r.get("query")]
+    gates = gate_activity(model, tok, result.edit, prompts, layers_path)
+    fit = result.report["fit"]
+    verdict = data_verdict(quality, fit["counts"], gates, result.edit.meta.num_layers)
+    result.report["diagnostics"] = {
+        "pair_quality": None if quality is None else {k: v for k, v in quality.items() if k != "verdicts"},
+        "gate_activity": gates,
+        "energy_kept_by_layer": {k: v.get("energy_kept") for k, v in fit["layer_diagnostics"].items()
+                                 if v.get("energy_kept") is not None},
+        "pairs_per_layer": fit["counts"]["pairs_per_layer"],
+        "verdict": verdict,
+    }
+
+
 def main(args: argparse.Namespace) -> int:
     from alignez_eval.adapters import adapter_identity
     from alignez_eval.fitting import run_fit, write_outputs
@@ -165,6 +197,7 @@ def main(args: argparse.Namespace) -> int:
         activations_path=args.activations, model_name=model_args.get("pretrained"), adapter=adapter,
         progress=not args.no_progress,
     )
+    add_diagnostics(result, model, tok, args.pair_judge, args.layers_path)
     paths = write_outputs(result, out)
     print(paths["text"].read_text(encoding="utf-8").rstrip())
     print(f"pairs: {paths['pairs']}\nreport: {paths['report']}")

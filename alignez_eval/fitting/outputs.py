@@ -64,6 +64,13 @@ def format_report(report: dict[str, Any]) -> str:
             f"{li}:{_fmt(f['probe_accuracy'][str(li)])}" for li in f["probe_ranking"][:8]),
         "time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()),
     ]
+    diag = report.get("diagnostics") or {}
+    if diag.get("gate_activity"):
+        ga = diag["gate_activity"]
+        lines.append(f"{ga['gate']} gate open on the fit's queries (share of directions kept): "
+                     + " ".join(f"{k}:{v:.2f}" for k, v in sorted(ga["open_by_layer"].items(), key=lambda kv: int(kv[0]))))
+    if diag.get("verdict"):
+        lines.append(diag["verdict"])
     if report.get("artifact"):
         lines.append(f"artifact: {report['artifact']['path']} sha256={report['artifact']['sha256'][:16]}")
     return "\n".join(lines)
