@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml setup.py Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	@# Debian's Chromium + ChromeDriver for the answers.html browser test (30 s on a fresh machine); where
+	@# apt cannot run (no root), the test says so and is skipped
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; } || \
+	  echo "make: Chromium could not be installed; the viewer's browser test will be skipped"
 	touch $(STAMP)
 
 install: $(STAMP)

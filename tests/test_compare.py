@@ -55,8 +55,8 @@ def test_compare_end_to_end_then_fully_cached(tiny_dir, tmp_path: Path, monkeypa
     monkeypatch.setenv("ALIGNEZ_HOME", str(tmp_path / "home"))
     res = run_compare(_cfg(tiny_dir, tmp_path, ["alignez", "caa"]))
     out = tmp_path / "reports" / "tiny"
-    assert set(res.report) == {"md", "csv", "png", "json"}
-    for kind in ("md", "csv", "png", "json"):
+    assert set(res.report) == {"md", "csv", "png", "json", "html"}
+    for kind in ("md", "csv", "png", "json", "html"):
         assert res.report[kind].parent == out and res.report[kind].stat().st_size > 0
     md = (out / "leaderboard.md").read_text()
     for needle in ("gap closed", "alignez", "caa", "tuned", "Judge check", "alignez-eval=", "`test`"):

@@ -38,7 +38,7 @@ def test_report_files_figures_and_gap(judged):
     paths = write_report(jdir, "fx", out_root=tmp / "reports", tuned="tuned", n_boot=300,
                          extra={"judge_check": check, "commands": ["alignez-eval judge ...", "alignez-eval report ..."],
                                 "judge_agreement": {"summary": "agrees with the reference on 71% of 120 pairs"}})
-    assert set(paths) == {"md", "csv", "png", "json"} and all(p.is_file() for p in paths.values())
+    assert set(paths) == {"md", "csv", "png", "json", "html"} and all(p.is_file() for p in paths.values())
     assert paths["md"].parent == tmp / "reports" / "fx"
     assert matplotlib.image.imread(paths["png"]).shape[0] > 100
 

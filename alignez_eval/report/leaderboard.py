@@ -1,5 +1,5 @@
 """`write_report`: judgments -> reports/NAME/{leaderboard.md, leaderboard.csv, leaderboard.png,
-results.json}.
+results.json, answers.html}.
 
 `results.json` has lm-eval's shape (results / versions / n-shot / higher_is_better / config), one
 entry per "candidate:dataset", with the judge mode as the metric's filter (`net,single`), so
@@ -30,6 +30,7 @@ from alignez_eval.judge.agreement import FORMAT, agreement_summary_line, load_ag
 from alignez_eval.judge.runner import load_judgments, safe_name
 from alignez_eval.metrics import VALUES, HeadToHead, head_to_head
 from alignez_eval.shareable import shareable, shareable_text
+from alignez_eval.report.viewer import write_viewer
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +326,8 @@ def write_report(judgments_dir: str | Path | Sequence[str | Path], name: str, ou
                  tuned: str | None = None, extra: dict[str, Any] | None = None, *, n_boot: int = DEFAULT_N_BOOT,
                  seed: int = 0, min_tuned_net: float = MIN_TUNED_NET, wandb: bool = False,
                  wandb_project: str | None = None) -> dict[str, Path]:
-    """Write reports/NAME/{leaderboard.md,.csv,.png, results.json}; -> {"md", "csv", "png", "json"}.
+    """Write reports/NAME/{leaderboard.md,.csv,.png, results.json, answers.html};
+    -> {"md", "csv", "png", "json", "html"}.
     `judgments_dir` may list several dirs (one per model/baseline). `extra` (commands, versions,
     judge_check: dict or JSON path, ...) is printed in the leaderboard."""
     dirs = [judgments_dir] if isinstance(judgments_dir, str | Path) else list(judgments_dir)
@@ -333,7 +335,7 @@ def write_report(judgments_dir: str | Path | Sequence[str | Path], name: str, ou
     out = Path(out_root) / safe_name(name)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "png": out / "leaderboard.png",
-             "json": out / "results.json"}
+             "json": out / "results.json", "html": out / "answers.html"}
     # lazy: matplotlib costs 1.5 s to import (measured on AMD EPYC, 2 cores)
     from alignez_eval.report.plots import plot_leaderboard
 
@@ -347,6 +349,7 @@ def write_report(judgments_dir: str | Path | Sequence[str | Path], name: str, ou
     atomic_write_text(paths["csv"], buf.getvalue())
     results = shareable(lm_eval_results(name, models, extra))
     atomic_write_text(paths["json"], json.dumps(results, indent=2, ensure_ascii=False, default=str))
+    write_viewer(dirs, paths["html"], name)
     logger.info("report written to %s", out)
     if wandb:
         # lazy: wandb costs 1.8 s to import (measured on AMD EPYC, 2 cores) and is optional
