@@ -204,7 +204,15 @@ def test_export_refuses_alignez_and_layer_zero_saying_why(llama, tmp_path) -> No
     zero = random_edit(llama, rule="add", component="block", layers=[0, 1], seed=7)
     with pytest.raises(ArtifactError, match="block 0"):
         write_control_vector(zero, tmp_path / "z.gguf")
+    # the artifact's default layers (as alignez-hf applies them), or --layers, decide what is exported
+    write_control_vector(zero, tmp_path / "one.gguf", layers="1")
+    assert sorted(load_edit(tmp_path / "one.gguf", llama).layers) == [1]
+    caa = random_edit(llama, rule="add", component="block", layers=[0, 1, 2, 3], seed=7, default_layers="2;3")
+    write_control_vector(caa, tmp_path / "default.gguf")
+    assert sorted(load_edit(tmp_path / "default.gguf", llama).layers) == [2, 3]
     assert not (tmp_path / "a.gguf").exists() and not (tmp_path / "z.gguf").exists()
+    with pytest.raises(ArtifactError, match="no vector"):
+        write_control_vector(zero, tmp_path / "x.gguf", layers="1-2")
 
 
 def test_alignez_hf_with_a_steered_file_generates_what_lm_eval_steered_does(tiny_dir, tmp_path) -> None:

@@ -26,6 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, type=Path, metavar="FILE", help="the .gguf to write")
     parser.add_argument("--alpha", type=float, default=1.0,
                         help="scale baked into the vectors (default 1; llama.cpp's own scale multiplies it)")
+    parser.add_argument("--layers", default=None, metavar="SPEC",
+                        help="layers to export, e.g. 10-14 (default: the artifact's default layers)")
     parser.add_argument("--model-type", default=None, metavar="TYPE",
                         help="the model's config.model_type (llama, qwen2, gemma3, …), written as the file's "
                              "controlvector.model_hint; needed to export an MLP-output edit")
@@ -36,8 +38,10 @@ def main(args: argparse.Namespace) -> int:
     from alignez_eval.editing.interop import write_control_vector
 
     edit = Edit.load(args.edit)
-    sha = write_control_vector(edit, args.out, alpha=args.alpha, model_type=args.model_type)
-    layers = ", ".join(str(i) for i in sorted(edit.layers))
+    from alignez_eval.editing.interop import export_layers
+
+    sha = write_control_vector(edit, args.out, alpha=args.alpha, model_type=args.model_type, layers=args.layers)
+    layers = ", ".join(str(i) for i in (export_layers(edit, args.layers) if edit.meta.rule == "add" else edit.layers))
     print(f"export-edit: {edit.meta.method} edit, blocks {layers}, alpha {args.alpha:g} -> {args.out} "
           f"(sha256 {sha[:12]})")
     return 0

@@ -35,6 +35,7 @@ import torch
 from alignez_eval.editing.architectures import find_components, hidden_size, num_layers
 from alignez_eval.editing.artifact import Edit, EditMeta, LayerEdit
 from alignez_eval.editing.config import COMPONENTS
+from alignez_eval.editing.layers import ALL, AUTO, format_layers, parse_layers
 from alignez_eval.errors import ArtifactError
 from alignez_eval.hashing import sha256_file
 
@@ -227,8 +228,23 @@ def read_steered(path: str | os.PathLike[str], model: torch.nn.Module, layers_pa
     return edit
 
 
-def export_refusal(edit: Edit, model_type: str | None = None) -> str | None:
-    """Why `edit` cannot be a llama.cpp control vector, or None when it can."""
+def export_layers(edit: Edit, layers: str | None = None) -> tuple[int, ...]:
+    """The layers an export holds: `layers` if given, else what alignez-hf applies by default (the
+    artifact's own `layers`; every fitted layer for `all` / `auto`)."""
+    spec = layers if layers is not None else edit.meta.layers
+    fitted = tuple(sorted(edit.layers))
+    if str(spec).strip().lower() in (ALL, AUTO):
+        return fitted
+    chosen = parse_layers(spec, edit.meta.num_layers)
+    assert not isinstance(chosen, str)
+    missing = sorted(set(chosen) - set(fitted))
+    if missing:
+        raise ArtifactError(f"layers {missing} have no vector in this edit (fitted: {format_layers(fitted)})")
+    return tuple(chosen)
+
+
+def export_refusal(edit: Edit, model_type: str | None = None, layers: tuple[int, ...] | None = None) -> str | None:
+    """Why `edit` (on `layers`, default: all it has) cannot be a llama.cpp control vector, or None."""
     meta = edit.meta
     if meta.rule != "add":
         return (f"a {meta.method} edit (rule {meta.rule}) is not one vector per layer: AlignEZ's update "
@@ -242,18 +258,20 @@ def export_refusal(edit: Edit, model_type: str | None = None) -> str | None:
                     f"the two are the same shift only where the MLP output joins the residual stream unchanged "
                     f"(model types {', '.join(sorted(RESIDUAL_MLP_TYPES))}), and model type {mt or '(unknown)'!r} "
                     "is not known to: pass --model-type when it is one of those, or fit with component=block")
-    if 0 in edit.layers:
+    if 0 in (layers if layers is not None else edit.layers):
         return ("the edit shifts block 0, which llama.cpp's control vectors cannot hold (direction.0 is invalid "
-                "there): drop layer 0 (refit with layers that exclude it)")
+                "there): export other layers (--layers 1-N)")
     return None
 
 
 def write_control_vector(edit: Edit, path: str | os.PathLike[str], alpha: float = 1.0,
-                         model_type: str | None = None) -> str:
-    """Write `edit` (α·steer per layer) as a llama.cpp control vector, atomically; -> the file's sha256."""
+                         model_type: str | None = None, layers: str | None = None) -> str:
+    """Write `edit` (α·steer on each of `export_layers(edit, layers)`) as a llama.cpp control vector,
+    atomically; -> the file's sha256."""
     from gguf import GGUFWriter
 
-    why = export_refusal(edit, model_type)
+    chosen = export_layers(edit, layers) if edit.meta.rule == "add" else tuple(sorted(edit.layers))
+    why = export_refusal(edit, model_type, chosen)
     if why is not None:
         raise ArtifactError(f"cannot export {edit.path or 'this edit'} as a control vector: {why}")
     path = Path(path)
@@ -261,8 +279,9 @@ def write_control_vector(edit: Edit, path: str | os.PathLike[str], alpha: float 
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     writer = GGUFWriter(str(tmp), CONTROL_VECTOR_ARCH)
     writer.add_string(f"{CONTROL_VECTOR_ARCH}.model_hint", model_type or edit.meta.model or "")
-    writer.add_uint32(f"{CONTROL_VECTOR_ARCH}.layer_count", len(edit.layers))
-    for i, le in sorted(edit.layers.items()):
+    writer.add_uint32(f"{CONTROL_VECTOR_ARCH}.layer_count", len(chosen))
+    for i in chosen:
+        le = edit.layers[i]
         assert le.steer is not None  # Edit.validate: an additive artifact carries its shifts
         writer.add_tensor(f"direction.{i}", (alpha * le.steer.detach().to(torch.float64)).float().numpy())
     try:
