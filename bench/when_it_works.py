@@ -136,10 +136,191 @@ def compare(name: str, task: str, limit: int, tasks_dir: Path, *, methods: list[
     return res
 
 
+def steps() -> list[dict[str, Any]]:
+    """Every finished step of the study's work dir (kind, name, inputs, meta, seconds, dir)."""
+    out = []
+    for f in sorted(WORK.glob("*/*/step.json")):
+        rec = json.loads(f.read_text())
+        rec["dir"] = f.parent
+        out.append(rec)
+    return out
+
+
+def _gain(verdict: str) -> float | None:
+    return {"win": 1.0, "tie": 0.0, "lose": -1.0}.get(verdict)
+
+
+def _corr_ci(x: list[float], y: list[float], n_boot: int = 2000) -> dict[str, Any]:
+    """Spearman's ρ with a bootstrap 95% interval (pairs resampled)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    xa, ya = np.asarray(x, float), np.asarray(y, float)
+    if len(xa) < 5 or np.std(xa) == 0 or np.std(ya) == 0:
+        return {"rho": None, "ci95": None, "n": len(xa)}
+    rng = np.random.default_rng(0)
+    boots = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(xa), len(xa))
+        if np.std(xa[i]) > 0 and np.std(ya[i]) > 0:
+            boots.append(spearmanr(xa[i], ya[i]).statistic)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"rho": round(float(spearmanr(xa, ya).statistic), 3), "ci95": [round(float(lo), 3), round(float(hi), 3)],
+            "n": len(xa)}
+
+
+def _mean_ci(v: list[float], n_boot: int = 2000) -> dict[str, Any]:
+    import numpy as np
+
+    a = np.asarray(v, float)
+    if not len(a):
+        return {"mean": None, "ci95": None, "n": 0}
+    rng = np.random.default_rng(0)
+    b = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(axis=1)
+    return {"mean": round(float(a.mean()), 3), "ci95": [round(float(np.percentile(b, 2.5)), 3),
+                                                         round(float(np.percentile(b, 97.5)), 3)], "n": len(a)}
+
+
+def why(data: Path) -> dict[str, Any]:
+    """Per model: pair quality of its self-generated data, gate activity on the evaluated prompts,
+    and what of those (and of the length change) goes with the per-prompt gain of the edit."""
+    import torch
+
+    from alignez_eval.commands.fit import load_model
+    from alignez_eval.editing.artifact import Edit
+    from alignez_eval.fitting.diagnostics import gate_activity
+    from alignez_eval.judge.pair_quality import pair_quality
+    from alignez_eval.judge.runner import load_judgments
+    from alignez_eval.judge.runs import load_run
+
+    all_steps = steps()
+    by = {(s["kind"], s["name"]): s for s in all_steps}
+    out: dict[str, Any] = {"cpu": cpu(), "models": {}}
+    # (model label, fit step name, candidate system, the comparison's judge step)
+    cells = [(BASE, "base-alignez/study_alpaca", "alignez", "alpaca")]
+    for s in all_steps:
+        if s["kind"] == "fit" and s["name"].endswith("-alignez/study_alpaca") and not s["name"].startswith("base-"):
+            label = s["name"].split("-alignez/")[0]
+            cells.append((label, s["name"], f"{label}+alignez", f"alpaca-{label}"))
+    for model, fit_name, cand, judge_name in cells:
+        fit = by.get(("fit", fit_name))
+        judged = by.get(("judge", judge_name))
+        if fit is None or judged is None:
+            logger.info("why: %s has no finished fit or judge step yet; skipped", model)
+            continue
+        pairs = [json.loads(x) for x in (fit["dir"] / "edit.pairs.jsonl").read_text().splitlines()]
+        quality = pair_quality(pairs, DEFAULT_JUDGE, cache_path=WORK / "pair_quality.sqlite")
+        manifest, records = load_judgments(judged["dir"])
+        recs = records[cand]
+        base_system = manifest["baseline"]["name"]
+        gen = next(s for s in all_steps if s["kind"] == "gen" and s["meta"].get("system") == base_system
+                   and "study_alpaca" in s["name"])
+        prompts = {smp.doc_id: smp.prompt for smp in load_run(gen["dir"]).samples.values()}
+        mtok = load_model({"pretrained": model if model != BASE else BASE, "dtype": "float32"})
+        edit = Edit.load(fit["dir"] / "edit.safetensors")
+        ids = [str(r["doc_id"]) for r in recs]
+        with torch.no_grad():
+            gates = gate_activity(mtok[0], mtok[1], edit, [prompts[i] for i in ids])
+        gain = [_gain(r["verdict"]) for r in recs]
+        dlen = [r["len_candidate"] - r["len_baseline"] for r in recs]
+        keep = [i for i, g in enumerate(gain) if g is not None]
+        open_q = gates["open_by_query"] if gates else []
+        by_pair = {str(k): v for k, v in quality["verdicts"].items()}
+        pv = [(gain[i], by_pair[ids[i]]) for i in keep if ids[i] in by_pair]
+        out["models"][model] = {
+            "candidate": cand, "prompts": len(recs), "net": _mean_ci([gain[i] for i in keep]),
+            "pair_quality": {k: v for k, v in quality.items() if k != "verdicts"},
+            "gate_open_mean": gates["open_mean"] if gates else None,
+            "gate_open_by_layer": gates["open_by_layer"] if gates else None,
+            "gain_vs_gate_open": _corr_ci([open_q[i] for i in keep], [gain[i] for i in keep]) if gates else None,
+            "gain_vs_length_change": _corr_ci([dlen[i] for i in keep], [gain[i] for i in keep]),
+            "mean_length_change_words": _mean_ci([float(d) for d in dlen]),
+            "gain_when_pair_helpful_wins": _mean_ci([g for g, v in pv if v == "win"]),
+            "gain_when_pair_harmful_wins": _mean_ci([g for g, v in pv if v == "lose"]),
+            "energy_kept_by_layer": {str(i): le.stats.get("energy_kept") for i, le in sorted(edit.layers.items())},
+            "pairs_per_layer": fit["meta"].get("pairs_kept"),
+            "fit_seconds": round(fit["seconds"]),
+        }
+        del mtok
+    out["stage_seconds"] = {f"{s['kind']}/{s['name']}": round(s["seconds"]) for s in all_steps}
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    (REPORTS / "why.json").write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def _ci(v: str, lo: str, hi: str, signed: bool = True) -> str:
+    if v in ("", None):
+        return "n/a"
+    f = (lambda x: f"{float(x):+.1f}") if signed else (lambda x: f"{float(x):.1f}")
+    return f"{f(v)} [{f(lo)}, {f(hi)}]" if lo not in ("", None) else f(v)
+
+
+def summary() -> Path:
+    """reports/when_it_works/summary.md: every compare's rows in one table, the why figures, and a
+    screenshot of the headline's answers.html (headless Chromium, where installed)."""
+    import csv
+    import shutil
+
+    lines = ["# The study's figures (generated by `bench/when_it_works.py --stage summary`)", "",
+             f"Machine: {cpu()}. Judge: the default, `{DEFAULT_JUDGE}` (its dev agreement with GPT-4: "
+             "reports/scorer), except the HH judge's rows.", "",
+             "| report | baseline | system | prompts | W / T / L | net [95% CI] | length-controlled win % | "
+             "words: baseline → system | % gap closed [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    for csv_path in sorted(REPORTS.glob("*/leaderboard.csv")):
+        for r in csv.DictReader(csv_path.open()):
+            if r["dataset"] == "all":
+                continue
+            lines.append(
+                f"| {csv_path.parent.name} | {r['model']} | {r['candidate']} | {r['n']} | "
+                f"{r['wins']} / {r['ties']} / {r['losses']} | {_ci(r['net'], r['net_lo'], r['net_hi'])} | "
+                f"{_ci(r['length_adjusted_win_rate'], r['length_adjusted_win_rate_lo'], r['length_adjusted_win_rate_hi'], False)} | "
+                f"{float(r['mean_len_baseline']):.0f} → {float(r['mean_len_candidate']):.0f} | "
+                f"{_ci(r['gap_closed'], r['gap_closed_lo'], r['gap_closed_hi']) if r['gap_closed'] else '—'} |")
+    why_path = REPORTS / "why.json"
+    if why_path.exists():
+        w = json.loads(why_path.read_text())
+        lines += ["", "## Why: per model (AlpacaEval prompts of the headline)", "",
+                  "| model | pair quality [95% CI] (pairs) | gate open (mean share of directions) | "
+                  "ρ(gain, gate open) [95% CI] | ρ(gain, Δwords) [95% CI] | mean gain, helpful pair won / harmful won |",
+                  "|---|---|---|---|---|---|"]
+        for m, d in w["models"].items():
+            q = d["pair_quality"]
+            pq = f"{q['quality']:.0%} [{q['ci95'][0]:.0%}, {q['ci95'][1]:.0%}] ({q['judged']})" if q["quality"] is not None else "n/a"
+
+            def rho(c: dict[str, Any] | None) -> str:
+                return "n/a" if not c or c["rho"] is None else f"{c['rho']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]"
+
+            def mean(c: dict[str, Any]) -> str:
+                return "n/a" if c["mean"] is None else f"{c['mean']:+.2f} (n={c['n']})"
+
+            go = "n/a" if d["gate_open_mean"] is None else f"{d['gate_open_mean']:.0%}"
+            lines.append(f"| {m} | {pq} | {go} | {rho(d['gain_vs_gate_open'])} | {rho(d['gain_vs_length_change'])} | "
+                         f"{mean(d['gain_when_pair_helpful_wins'])} / {mean(d['gain_when_pair_harmful_wins'])} |")
+        lines += ["", "Wall time of every step (s): " + ", ".join(f"{k} {v}" for k, v in w["stage_seconds"].items())]
+    shot = REPORTS / "answers.png"
+    page = REPORTS / "alpaca" / "answers.html"
+    if page.exists() and shutil.which("chromium") and shutil.which("chromedriver"):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        opts = webdriver.ChromeOptions()
+        for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+            opts.add_argument(a)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        try:
+            driver.get(page.as_uri() + "#system=alignez&verdict=lose")
+            driver.save_screenshot(str(shot))
+        finally:
+            driver.quit()
+    out = REPORTS / "summary.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="the shared/data directory (AlpacaEval, HH-RLHF)")
-    ap.add_argument("--stage", choices=["headline", "ablations", "harmless", "why"], required=True)
+    ap.add_argument("--stage", choices=["headline", "ablations", "harmless", "why", "summary"], required=True)
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--instruct", default=",".join(INSTRUCT), help="instruct models edited vs themselves")
     args = ap.parse_args()
@@ -157,6 +338,10 @@ def main() -> int:
         compare("ablations-flipped", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], fit={"gate": "flipped"})
         compare("ablations-alpha2", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], edit={"alpha": 2.0})
         compare("ablations-top1", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], edit={"n_layers": 1})
+    elif args.stage == "summary":
+        print(summary().read_text())
+    elif args.stage == "why":
+        print(json.dumps(why(args.data), indent=1)[:4000])
     elif args.stage == "harmless":
         for name, judge in (("harmless", DEFAULT_JUDGE), ("harmless-hh-judge", HH_JUDGE)):
             compare(name, "study_hh", args.limit, tasks_dir, methods=["alignez"], judge=judge,

@@ -29,8 +29,8 @@ from alignez_eval.gap import MIN_TUNED_NET, GapResult, average_gap, gap_closed
 from alignez_eval.judge.agreement import FORMAT, agreement_summary_line, load_agreement
 from alignez_eval.judge.runner import load_judgments, safe_name
 from alignez_eval.metrics import VALUES, HeadToHead, head_to_head
-from alignez_eval.shareable import shareable, shareable_text
 from alignez_eval.report.viewer import write_viewer
+from alignez_eval.shareable import shareable, shareable_text
 
 logger = logging.getLogger(__name__)
 

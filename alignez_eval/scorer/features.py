@@ -72,6 +72,19 @@ def model_sha256(model: str, prepare: bool = True) -> str | None:
     return weights[0][1] if len(weights) == 1 else None
 
 
+def prefix_ids(tok: Any, instruction: str) -> list[int]:
+    """The tokens before an answer: the instruction (cut at MAX_INSTRUCTION_TOKENS) in the feature
+    model's chat template, or a plain Human/Assistant turn for a model without one."""
+    q_ids = tok(instruction, add_special_tokens=False)["input_ids"]
+    if len(q_ids) > MAX_INSTRUCTION_TOKENS:
+        instruction = tok.decode(q_ids[:MAX_INSTRUCTION_TOKENS])
+    if getattr(tok, "chat_template", None):
+        prefix = tok.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False,
+                                         add_generation_prompt=True)
+        return list(tok(prefix, add_special_tokens=False)["input_ids"])
+    return list(tok(f"Human: {instruction}\nAssistant: ")["input_ids"])
+
+
 @dataclass
 class FeatureExtractor:
     """Loads the feature model's backbone once and turns (instruction, answer) pairs into vectors."""
@@ -116,15 +129,7 @@ class FeatureExtractor:
         tok = self.tokenizer
         ids = tok(answer, add_special_tokens=False)["input_ids"][: self.spec.max_answer_tokens]
         answer = tok.decode(ids)
-        q_ids = tok(instruction, add_special_tokens=False)["input_ids"]
-        if len(q_ids) > MAX_INSTRUCTION_TOKENS:
-            instruction = tok.decode(q_ids[:MAX_INSTRUCTION_TOKENS])
-        if getattr(tok, "chat_template", None):
-            prefix = tok.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False,
-                                             add_generation_prompt=True)
-        else:
-            prefix = f"Human: {instruction}\nAssistant: "
-        head = tok(prefix, add_special_tokens=not getattr(tok, "chat_template", None))["input_ids"]
+        head = prefix_ids(tok, instruction)
         body = tok(answer, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
         return list(head) + list(body), len(head)
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from alignez_eval.errors import ConfigError, DataError
 from alignez_eval.hashing import sha256_json
 from alignez_eval.models.paths import alignez_home
-from alignez_eval.scorer.features import MAX_INSTRUCTION_TOKENS, SHARD_SIZE, FeatureStore, resolve_model_dir
+from alignez_eval.scorer.features import SHARD_SIZE, FeatureStore, prefix_ids, resolve_model_dir
 from alignez_eval.scorer.spec import answer_key
 
 logger = logging.getLogger(__name__)
@@ -98,17 +98,8 @@ class RelevanceModel:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
     def render(self, instruction: str, answer_ids: list[int]) -> tuple[list[int], int]:
-        tok = self.tokenizer
-        q_ids = tok(instruction, add_special_tokens=False)["input_ids"]
-        if len(q_ids) > MAX_INSTRUCTION_TOKENS:
-            instruction = tok.decode(q_ids[:MAX_INSTRUCTION_TOKENS])
-        if getattr(tok, "chat_template", None):
-            prefix = tok.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False,
-                                             add_generation_prompt=True)
-            head = tok(prefix, add_special_tokens=False)["input_ids"]
-        else:
-            head = tok(f"Human: {instruction}\nAssistant: ")["input_ids"]
-        return list(head) + answer_ids, len(head)
+        head = prefix_ids(self.tokenizer, instruction)
+        return head + answer_ids, len(head)
 
     @torch.no_grad()
     def _mean_logprobs(self, rendered: list[tuple[list[int], int]]) -> np.ndarray:
