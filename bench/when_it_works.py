@@ -194,27 +194,29 @@ def why(data: Path) -> dict[str, Any]:
     from alignez_eval.judge.runs import load_run
 
     all_steps = steps()
-    by = {(s["kind"], s["name"]): s for s in all_steps}
     out: dict[str, Any] = {"cpu": cpu(), "models": {}}
-    # (model label, fit step name, candidate system, the comparison's judge step)
-    cells = [(BASE, "base-alignez/study_alpaca", "alignez", "alpaca")]
+    gen_by_sha = {s["meta"].get("samples_sha256"): s for s in all_steps if s["kind"] == "gen"}
+    fit_by_sha = {s["meta"].get("edit_sha256"): s for s in all_steps if s["kind"] == "fit"}
+    # each comparison's judge step names its runs by samples sha256; a run names its edit by sha256
+    cells = []
     for s in all_steps:
-        if s["kind"] == "fit" and s["name"].endswith("-alignez/study_alpaca") and not s["name"].startswith("base-"):
-            label = s["name"].split("-alignez/")[0]
-            cells.append((label, s["name"], f"{label}+alignez", f"alpaca-{label}"))
-    for model, fit_name, cand, judge_name in cells:
-        fit = by.get(("fit", fit_name))
-        judged = by.get(("judge", judge_name))
-        if fit is None or judged is None:
-            logger.info("why: %s has no finished fit or judge step yet; skipped", model)
+        if s["kind"] != "judge" or not (s["name"].startswith("alpaca") or s["name"] == "harmless"):
             continue
+        for cand, shas in s["inputs"]["candidates"].items():
+            ds = next(iter(shas))
+            gen = gen_by_sha.get(shas[ds])
+            fit = fit_by_sha.get(gen["inputs"].get("edit")) if gen else None
+            if fit is None or not cand.endswith("alignez"):
+                continue
+            base_gen = gen_by_sha[s["inputs"]["baseline"][ds]]
+            model = BASE if cand == "alignez" else cand.split("+")[0]
+            cells.append((model, fit, cand, s, base_gen))
+    for model, fit, cand, judged, gen in cells:
+        cell = f"{model} · {'HH harmless' if judged['name'] == 'harmless' else 'AlpacaEval'}"
         pairs = [json.loads(x) for x in (fit["dir"] / "edit.pairs.jsonl").read_text().splitlines()]
         quality = pair_quality(pairs, DEFAULT_JUDGE, cache_path=WORK / "pair_quality.sqlite")
-        manifest, records = load_judgments(judged["dir"])
+        _manifest, records = load_judgments(judged["dir"])
         recs = records[cand]
-        base_system = manifest["baseline"]["name"]
-        gen = next(s for s in all_steps if s["kind"] == "gen" and s["meta"].get("system") == base_system
-                   and "study_alpaca" in s["name"])
         prompts = {smp.doc_id: smp.prompt for smp in load_run(gen["dir"]).samples.values()}
         mtok = load_model({"pretrained": model if model != BASE else BASE, "dtype": "float32"})
         edit = Edit.load(fit["dir"] / "edit.safetensors")
@@ -227,7 +229,7 @@ def why(data: Path) -> dict[str, Any]:
         open_q = gates["open_by_query"] if gates else []
         by_pair = {str(k): v for k, v in quality["verdicts"].items()}
         pv = [(gain[i], by_pair[ids[i]]) for i in keep if ids[i] in by_pair]
-        out["models"][model] = {
+        out["models"][cell] = {
             "candidate": cand, "prompts": len(recs), "net": _mean_ci([gain[i] for i in keep]),
             "pair_quality": {k: v for k, v in quality.items() if k != "verdicts"},
             "gate_open_mean": gates["open_mean"] if gates else None,
@@ -246,6 +248,53 @@ def why(data: Path) -> dict[str, Any]:
     REPORTS.mkdir(parents=True, exist_ok=True)
     (REPORTS / "why.json").write_text(json.dumps(out, indent=1) + "\n")
     return out
+
+
+def prefacc(data: Path, n: int) -> dict[str, Any]:
+    """Judge-free: each system's preference accuracy against the base on held-out real pairs (AlpacaEval
+    GPT-4 preferences on instructions neither evaluated nor used by the real-pair fits)."""
+    from alignez_eval.dpo.data import read_pairs
+    from alignez_eval.dpo.prefacc import pair_margins, preference_accuracy, truncate_pairs
+    from alignez_eval.pipeline.parts import load_lm
+
+    used = evaluated_instructions(data, 300)
+    fit_pairs = WORK / "real_pairs.jsonl"
+    if fit_pairs.exists():
+        used |= {json.loads(x)["prompt"] for x in fit_pairs.read_text().splitlines()}
+    held = real_pairs(data, used, n, WORK / "heldout_pairs.jsonl")
+    lm = load_lm({"pretrained": str(_model_dir(BASE)), "dtype": "float32"}, batch_size=16)
+    pairs = truncate_pairs(read_pairs(held), lm.tokenizer, 384)
+    systems: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for st in steps():
+        if st["kind"] == "fit" and st["name"].startswith("base-") and "study_alpaca" in st["name"]:
+            method = st["name"][len("base-"):].split("/")[0]
+            gate = st["inputs"].get("fit", {}).get("gate")
+            label = method + (f" (gate {gate})" if gate else "")
+            systems.setdefault(label, (st["dir"] / "edit.safetensors", {}))
+    if "alignez" in systems:
+        systems["alignez (alpha 2)"] = (systems["alignez"][0], {"alpha": 2.0})
+        systems["alignez (top-1 layer)"] = (systems["alignez"][0], {"n_layers": 1})
+    for f in sorted((WORK / "real").glob("*.safetensors")):
+        systems[f"{f.stem}-real"] = (f, {})
+    lm.set_edit(edit="none")
+    base = pair_margins(lm, pairs)
+    out: dict[str, Any] = {"pairs": len(pairs), "source": "AlpacaEval GPT-4 dev annotations, held-out instructions",
+                           "systems": {}}
+    for label, (path, settings) in systems.items():
+        lm.set_edit(edit=str(path), **settings)
+        t0 = time.time()
+        acc = preference_accuracy(pair_margins(lm, pairs), base)
+        out["systems"][label] = {**acc.to_dict(), "seconds": round(time.time() - t0)}
+        logger.info("prefacc %s: %.1f%% [%.1f, %.1f]", label, 100 * acc.accuracy, 100 * acc.ci[0], 100 * acc.ci[1])
+    lm.set_edit(edit="none")
+    (REPORTS / "prefacc.json").write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def _model_dir(name: str) -> Path:
+    from alignez_eval.models import model_path
+
+    return model_path(name)
 
 
 def _ci(v: str, lo: str, hi: str, signed: bool = True) -> str:
@@ -297,6 +346,16 @@ def summary() -> Path:
             lines.append(f"| {m} | {pq} | {go} | {rho(d['gain_vs_gate_open'])} | {rho(d['gain_vs_length_change'])} | "
                          f"{mean(d['gain_when_pair_helpful_wins'])} / {mean(d['gain_when_pair_harmful_wins'])} |")
         lines += ["", "Wall time of every step (s): " + ", ".join(f"{k} {v}" for k, v in w["stage_seconds"].items())]
+    pa_path = REPORTS / "prefacc.json"
+    if pa_path.exists():
+        pa = json.loads(pa_path.read_text())
+        lines += ["", f"## Judge-free: preference accuracy against the base on {pa['pairs']} held-out real pairs",
+                  "", f"({pa['source']}; share of pairs where the system's log-likelihood margin chosen − rejected "
+                  "exceeds the base's; 50% = no change)", "", "| system | accuracy [95% CI] | mean margin gain (nats) |",
+                  "|---|---|---|"]
+        for label, a in pa["systems"].items():
+            lines.append(f"| {label} | {a['accuracy']:.1%} [{a['ci_low']:.1%}, {a['ci_high']:.1%}] | "
+                         f"{a['mean_margin_gain']:+.3f} |")
     shot = REPORTS / "answers.png"
     page = REPORTS / "alpaca" / "answers.html"
     if page.exists() and shutil.which("chromium") and shutil.which("chromedriver"):
@@ -313,6 +372,7 @@ def summary() -> Path:
         finally:
             driver.quit()
     out = REPORTS / "summary.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out
 
@@ -320,9 +380,11 @@ def summary() -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="the shared/data directory (AlpacaEval, HH-RLHF)")
-    ap.add_argument("--stage", choices=["headline", "ablations", "harmless", "why", "summary"], required=True)
+    ap.add_argument("--stage", choices=["headline", "ablations", "harmless", "why", "prefacc", "summary"],
+                    required=True)
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--instruct", default=",".join(INSTRUCT), help="instruct models edited vs themselves")
+    ap.add_argument("--quick", action="store_true", help="ablations: only v1, CAA, real pairs, the flipped gate")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tasks_dir = write_tasks(args.data)
@@ -332,12 +394,18 @@ def main() -> int:
         compare("alpaca", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], tuned=TUNED, instruct=instruct)
     elif args.stage == "ablations":
         pairs = real_pairs(args.data, evaluated_instructions(args.data, 300), 256, WORK / "real_pairs.jsonl")
-        files = [(f"{m}-real", str(fit_real(m, pairs, WORK / "real" / f"{m}.safetensors"))) for m in ("v2", "caa", "iti")]
-        compare("ablations", "study_alpaca", args.limit, tasks_dir, methods=["alignez", "alignez-v1", "caa", "iti"],
+        files = [(f"{m}-real", str(fit_real(m, pairs, WORK / "real" / f"{m}.safetensors"))) for m in ("v2", "caa")]
+        # the cheapest first: each compare reuses the base generation and the shared self-generation
+        compare("ablations", "study_alpaca", args.limit, tasks_dir, methods=["alignez", "alignez-v1", "caa"],
                 edit_files=files)
         compare("ablations-flipped", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], fit={"gate": "flipped"})
-        compare("ablations-alpha2", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], edit={"alpha": 2.0})
-        compare("ablations-top1", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], edit={"n_layers": 1})
+        if not args.quick:
+            compare("ablations-alpha2", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], edit={"alpha": 2.0})
+            compare("ablations-top1", "study_alpaca", args.limit, tasks_dir, methods=["alignez"],
+                    edit={"n_layers": 1})
+            compare("ablations-iti", "study_alpaca", args.limit, tasks_dir, methods=["iti"])
+    elif args.stage == "prefacc":
+        print(json.dumps(prefacc(args.data, args.limit), indent=1))
     elif args.stage == "summary":
         print(summary().read_text())
     elif args.stage == "why":
