@@ -315,16 +315,38 @@ def summary() -> Path:
              "reports/scorer), except the HH judge's rows.", "",
              "| report | baseline | system | prompts | W / T / L | net [95% CI] | length-controlled win % | "
              "words: baseline → system | % gap closed [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    forest: list[tuple[str, float, float, float]] = []
     for csv_path in sorted(REPORTS.glob("*/leaderboard.csv")):
         for r in csv.DictReader(csv_path.open()):
             if r["dataset"] == "all":
                 continue
+            forest.append((f"{csv_path.parent.name}: {r['candidate']} vs {r['model']} (n={r['n']})", float(r["net"]),
+                           float(r["net_lo"]), float(r["net_hi"])))
             lines.append(
                 f"| {csv_path.parent.name} | {r['model']} | {r['candidate']} | {r['n']} | "
                 f"{r['wins']} / {r['ties']} / {r['losses']} | {_ci(r['net'], r['net_lo'], r['net_hi'])} | "
                 f"{_ci(r['length_adjusted_win_rate'], r['length_adjusted_win_rate_lo'], r['length_adjusted_win_rate_hi'], False)} | "
                 f"{float(r['mean_len_baseline']):.0f} → {float(r['mean_len_candidate']):.0f} | "
                 f"{_ci(r['gap_closed'], r['gap_closed_lo'], r['gap_closed_hi']) if r['gap_closed'] else '—'} |")
+    if forest:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(9, 0.42 * len(forest) + 1.2))
+        ys = list(range(len(forest)))[::-1]
+        for y, (label, v, lo, hi) in zip(ys, forest, strict=True):
+            ax.errorbar(v, y, xerr=[[v - lo], [hi - v]], fmt="o", color="#c62828" if hi < 0 else
+                        ("#2e7d32" if lo > 0 else "#455a64"), capsize=3)
+        ax.axvline(0, color="#999", lw=1)
+        ax.set_yticks(ys, [f[0] for f in forest], fontsize=8)
+        ax.set_xlabel("net = win% − lose% vs the baseline, 95% bootstrap CI")
+        ax.set_title("When it works: every system of the study")
+        fig.tight_layout()
+        fig.savefig(REPORTS / "nets.png", dpi=110)
+        plt.close(fig)
+        lines += ["", "![nets](nets.png)"]
     why_path = REPORTS / "why.json"
     if why_path.exists():
         w = json.loads(why_path.read_text())
