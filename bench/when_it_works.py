@@ -336,7 +336,7 @@ def summary() -> Path:
 
         fig, ax = plt.subplots(figsize=(9, 0.42 * len(forest) + 1.2))
         ys = list(range(len(forest)))[::-1]
-        for y, (label, v, lo, hi) in zip(ys, forest, strict=True):
+        for y, (_label, v, lo, hi) in zip(ys, forest, strict=True):
             ax.errorbar(v, y, xerr=[[v - lo], [hi - v]], fmt="o", color="#c62828" if hi < 0 else
                         ("#2e7d32" if lo > 0 else "#455a64"), capsize=3)
         ax.axvline(0, color="#999", lw=1)
