@@ -10,7 +10,7 @@ loss: the result depends on the data alone (deterministic).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,13 +87,22 @@ def cross_validate(data: PairData, l2_grid: Sequence[float], use_length: bool, k
     folds = grouped_folds(data.group, k, seed)
     rows = []
     for l2 in l2_grid:
-        margins = np.zeros(len(data.y))
-        for test in folds:
-            train = np.setdiff1d(np.arange(len(data.y)), test)
+        def fit_and_score(train: np.ndarray, test: np.ndarray, l2: float = l2) -> np.ndarray:
             w, gamma = fit_bt(data.take(train), l2, use_length)
-            margins[test] = data.dz[test] @ w + (gamma * data.dl[test] if read_length else 0.0)
-        rows.append({"l2": float(l2), **pair_metrics(margins, data.y)})
+            return data.dz[test] @ w + (gamma * data.dl[test] if read_length else 0.0)
+
+        rows.append({"l2": float(l2), **pair_metrics(held_out_margins(len(data.y), folds, fit_and_score), data.y)})
     return rows
+
+
+def held_out_margins(n: int, folds: Sequence[np.ndarray],
+                     fit_and_score: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Each pair's margin from the model fitted without its fold: `fit_and_score(train, test)` fits on
+    the train rows and returns the test rows' margins."""
+    margins = np.zeros(n)
+    for test in folds:
+        margins[test] = fit_and_score(np.setdiff1d(np.arange(n), test), test)
+    return margins
 
 
 def choose_l2(cv: list[dict[str, float]]) -> float:

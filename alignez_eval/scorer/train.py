@@ -256,19 +256,17 @@ def _mlp_row(m: MLPSettings) -> dict[str, Any]:
 def cross_validate_mlp(index: PairIndex, grid: Sequence[MLPSettings], k: int = 5,
                        seed: int = 0) -> list[dict[str, Any]]:
     """The MLP settings on the linear head's folds (grouped by generator): pooled held-out metrics."""
-    from alignez_eval.scorer.fit import grouped_folds, pair_metrics
+    from alignez_eval.scorer.fit import grouped_folds, held_out_margins, pair_metrics
 
     k = min(k, len(np.unique(index.group)))
     folds = grouped_folds(index.group, k, seed)
     rows = []
     for m in grid:
-        margins = np.zeros(len(index.y))
-        for test in folds:
-            train = np.setdiff1d(np.arange(len(index.y)), test)
-            params = fit_mlp(index.take(train), m)
-            sc = mlp_scores(index.Z, params)
-            margins[test] = sc[index.i2[test]] - sc[index.i1[test]]
-        rows.append({**_mlp_row(m), **pair_metrics(margins, index.y)})
+        def fit_and_score(train: np.ndarray, test: np.ndarray, m: MLPSettings = m) -> np.ndarray:
+            sc = mlp_scores(index.Z, fit_mlp(index.take(train), m))
+            return sc[index.i2[test]] - sc[index.i1[test]]
+
+        rows.append({**_mlp_row(m), **pair_metrics(held_out_margins(len(index.y), folds, fit_and_score), index.y)})
         logger.info("MLP head %s: held-out agreement %.3f, log loss %.4f", _mlp_row(m), rows[-1]["agreement"],
                     rows[-1]["log_loss"])
     return rows
