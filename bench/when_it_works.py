@@ -43,6 +43,9 @@ HH_JUDGE = "scorer:hh-harmless-smollm2"
 GEN = {"max_gen_toks": 64}
 # self-generation is the costliest stage; the demo's shortened budget (reports/demo)
 FIT = {"answer_tokens": 64, "char_tokens": 32, "gen_batch_size": 32, "act_batch_size": 32}
+# The headline fits on every evaluated prompt (the paper's test-time protocol); the harmless set and
+# the ablations self-generate on the first FIT_LIMIT of theirs, to fit the CPU budget (stated in the report)
+FIT_LIMIT = 100
 WORK = REPO / "runs" / "when_it_works"
 REPORTS = REPO / "reports" / "when_it_works"
 
@@ -418,14 +421,17 @@ def main() -> int:
         pairs = real_pairs(args.data, evaluated_instructions(args.data, 300), 256, WORK / "real_pairs.jsonl")
         files = [(f"{m}-real", str(fit_real(m, pairs, WORK / "real" / f"{m}.safetensors"))) for m in ("v2", "caa")]
         # the cheapest first: each compare reuses the base generation and the shared self-generation
+        lim = {"limit": FIT_LIMIT}
         compare("ablations", "study_alpaca", args.limit, tasks_dir, methods=["alignez", "alignez-v1", "caa"],
-                edit_files=files)
-        compare("ablations-flipped", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], fit={"gate": "flipped"})
+                edit_files=files, fit=lim)
+        compare("ablations-flipped", "study_alpaca", args.limit, tasks_dir, methods=["alignez"],
+                fit={**lim, "gate": "flipped"})
         if not args.quick:
-            compare("ablations-alpha2", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], edit={"alpha": 2.0})
+            compare("ablations-alpha2", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], edit={"alpha": 2.0},
+                    fit=lim)
             compare("ablations-top1", "study_alpaca", args.limit, tasks_dir, methods=["alignez"],
-                    edit={"n_layers": 1})
-            compare("ablations-iti", "study_alpaca", args.limit, tasks_dir, methods=["iti"])
+                    edit={"n_layers": 1}, fit=lim)
+            compare("ablations-iti", "study_alpaca", args.limit, tasks_dir, methods=["iti"], fit=lim)
     elif args.stage == "prefacc":
         print(json.dumps(prefacc(args.data, args.limit), indent=1))
     elif args.stage == "summary":
@@ -435,7 +441,7 @@ def main() -> int:
     elif args.stage == "harmless":
         for name, judge in (("harmless", DEFAULT_JUDGE), ("harmless-hh-judge", HH_JUDGE)):
             compare(name, "study_hh", args.limit, tasks_dir, methods=["alignez"], judge=judge,
-                    fit={"keywords": "harmless"})
+                    fit={"keywords": "harmless", "limit": FIT_LIMIT})
     logger.info("stage %s done in %.0f s on %s", args.stage, time.time() - t0, cpu())
     stamp = REPORTS / "stages.jsonl"
     stamp.parent.mkdir(parents=True, exist_ok=True)
