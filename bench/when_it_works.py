@@ -43,8 +43,8 @@ HH_JUDGE = "scorer:hh-harmless-smollm2"
 GEN = {"max_gen_toks": 64}
 # self-generation is the costliest stage; the demo's shortened budget (reports/demo)
 FIT = {"answer_tokens": 64, "char_tokens": 32, "gen_batch_size": 32, "act_batch_size": 32}
-# The headline fits on every evaluated prompt (the paper's test-time protocol); the harmless set and
-# the ablations self-generate on the first FIT_LIMIT of theirs, to fit the CPU budget (stated in the report)
+# The paper self-generates on every test prompt; here every fit self-generates on the first FIT_LIMIT
+# evaluated prompts (7.3 s a query for gemma-3-270m on a 2-core AVX2 CPU: 300 would take 36 min a fit)
 FIT_LIMIT = 100
 WORK = REPO / "runs" / "when_it_works"
 REPORTS = REPO / "reports" / "when_it_works"
@@ -416,7 +416,8 @@ def main() -> int:
     t0 = time.time()
     if args.stage == "headline":
         instruct = tuple(m for m in args.instruct.split(",") if m)
-        compare("alpaca", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], tuned=TUNED, instruct=instruct)
+        compare("alpaca", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], tuned=TUNED, instruct=instruct,
+                fit={"limit": FIT_LIMIT})
     elif args.stage == "ablations":
         pairs = real_pairs(args.data, evaluated_instructions(args.data, 300), 256, WORK / "real_pairs.jsonl")
         files = [(f"{m}-real", str(fit_real(m, pairs, WORK / "real" / f"{m}.safetensors"))) for m in ("v2", "caa")]
