@@ -11,8 +11,8 @@ Stages (each a cached `compare`, sharing one work dir, so a stage that adds syst
              the HH head
   why        per-query gain against pair quality and gate activity (reads the runs above)
 
+  python bench/when_it_works.py --data ../shared/data --stage all          # everything, in order
   python bench/when_it_works.py --data ../shared/data --stage headline --limit 300
-  python bench/when_it_works.py --data ../shared/data --stage why
 
 Runs go to runs/when_it_works (not committed); reports to reports/when_it_works/.
 """
@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -402,15 +403,27 @@ def summary() -> Path:
     return out
 
 
+ORDER = ("headline", "harmless", "ablations", "why", "prefacc", "summary")
+LIMITS = {"headline": 300, "harmless": 300, "ablations": 150, "prefacc": 100}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="the shared/data directory (AlpacaEval, HH-RLHF)")
-    ap.add_argument("--stage", choices=["headline", "ablations", "harmless", "why", "prefacc", "summary"],
-                    required=True)
+    ap.add_argument("--stage", choices=[*ORDER, "all"], required=True,
+                    help="one stage, or all of them in order (each skips what its cache holds)")
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--instruct", default=",".join(INSTRUCT), help="instruct models edited vs themselves")
     ap.add_argument("--quick", action="store_true", help="ablations: only v1, CAA, real pairs, the flipped gate")
     args = ap.parse_args()
+    if args.stage == "all":
+        for stage in ORDER:
+            argv = [sys.executable, __file__, "--data", str(args.data), "--stage", stage,
+                    "--limit", str(LIMITS.get(stage, 0)), "--instruct", args.instruct]
+            if stage == "ablations":
+                argv.append("--quick")
+            subprocess.run(argv, check=True)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tasks_dir = write_tasks(args.data)
     t0 = time.time()
