@@ -80,7 +80,7 @@ def data_verdict(quality: dict[str, Any] | None, counts: dict[str, Any], gates: 
     if quality is not None and quality.get("quality") is not None:
         q, (lo, hi) = quality["quality"], quality["ci95"]
         parts.append(f"helpful beats harmful in {q:.0%} [{lo:.0%}, {hi:.0%}] of {quality['judged']} pairs "
-                     f"({quality['judge']})")
+                     f"({str(quality['judge']).split(' (')[0]})")
         if hi < UNLIKELY_BELOW:
             advice = ("the model's own 'helpful' answers are not better than its 'harmful' ones, so the edit is "
                       "unlikely to help; try real pairs (--pref-data), other --keywords or a larger model")
