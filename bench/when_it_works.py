@@ -121,6 +121,27 @@ def fit_real(method: str, pairs: Path, out: Path) -> Path:
     return out
 
 
+def fit_on_headline_pairs(method: str, tasks_dir: Path, out: Path, gate: str | None = None) -> Path:
+    """A fit on the headline's own self-generated pairs (its first FIT_LIMIT prompts): the generation is
+    a cache hit, so v1 / CAA / the flipped gate cost one activation pass each, not another self-generation."""
+    if out.exists():
+        return out
+    from alignez_eval.commands.fit import load_model
+    from alignez_eval.fitting import FitSettings, run_fit, write_outputs
+    from alignez_eval.pipeline.compare import select_positions
+    from alignez_eval.queries import load_queries
+
+    queries = load_queries("study_alpaca", include_path=(str(tasks_dir),))
+    chosen = [queries[i] for i in select_positions(len(queries), 300, "spread")]
+    model, tok = load_model({"pretrained": BASE, "dtype": "float32"})
+    settings = {"seed": 0, **FIT, "limit": FIT_LIMIT, "method": method, **({"gate": gate} if gate else {})}
+    res = run_fit(model, tok, chosen, FitSettings.from_mapping(settings), model_name=BASE)
+    logger.info("fit %s%s on the headline pairs: generation %s", method, f" gate={gate}" if gate else "",
+                "reused" if "generate_answers" not in res.timings else f"{res.timings['generate_answers']:.0f} s")
+    write_outputs(res, out)
+    return out
+
+
 def compare(name: str, task: str, limit: int, tasks_dir: Path, *, methods: list[str], judge: str = DEFAULT_JUDGE,
             tuned: str | None = None, instruct: tuple[str, ...] = (), fit: dict[str, Any] | None = None,
             edit: dict[str, Any] | None = None, edit_files: list[tuple[str, str]] | None = None) -> Any:
@@ -269,15 +290,12 @@ def prefacc(data: Path, n: int) -> dict[str, Any]:
     lm = load_lm({"pretrained": str(_model_dir(BASE)), "dtype": "float32"}, batch_size=16)
     pairs = truncate_pairs(read_pairs(held), lm.tokenizer, 384)
     systems: dict[str, tuple[Path, dict[str, Any]]] = {}
-    for st in steps():
-        if st["kind"] == "fit" and st["name"].startswith("base-") and "study_alpaca" in st["name"]:
-            method = st["name"][len("base-"):].split("/")[0]
-            gate = st["inputs"].get("fit", {}).get("gate")
-            label = method + (f" (gate {gate})" if gate else "")
-            systems.setdefault(label, (st["dir"] / "edit.safetensors", {}))
-    if "alignez" in systems:
-        systems["alignez (alpha 2)"] = (systems["alignez"][0], {"alpha": 2.0})
-        systems["alignez (top-1 layer)"] = (systems["alignez"][0], {"n_layers": 1})
+    names = {"v2": "alignez", "v2-flipped": "alignez-flipped", "v1": "v1", "caa": "caa", "iti": "iti"}
+    for f in sorted((WORK / "own").glob("*.safetensors")):
+        systems[names.get(f.stem, f.stem)] = (f, {})
+    if (WORK / "own" / "v2.safetensors").exists():
+        systems["alignez-alpha2"] = (WORK / "own" / "v2.safetensors", {"alpha": 2.0})
+        systems["alignez-top1"] = (WORK / "own" / "v2.safetensors", {"n_layers": 1})
     for f in sorted((WORK / "real").glob("*.safetensors")):
         systems[f"{f.stem}-real"] = (f, {})
     lm.set_edit(edit="none")
@@ -435,21 +453,21 @@ def main() -> int:
         pairs = real_pairs(args.data, evaluated_instructions(args.data, 300), 256, WORK / "real_pairs.jsonl")
         files = [(f"{m}-real", str(fit_real(m, pairs, WORK / "real" / f"{m}.safetensors"))) for m in ("v2", "caa")]
         # the cheapest first: each compare reuses the base generation and the shared self-generation
-        lim = {"limit": FIT_LIMIT}
-        compare("ablations", "study_alpaca", args.limit, tasks_dir, methods=["alignez", "alignez-v1", "caa"],
-                edit_files=files, fit=lim)
-        compare("ablations-flipped", "study_alpaca", args.limit, tasks_dir, methods=["alignez"],
-                fit={**lim, "gate": "flipped"})
+        own = WORK / "own"
+        files += [("v1", str(fit_on_headline_pairs("v1", tasks_dir, own / "v1.safetensors"))),
+                  ("caa", str(fit_on_headline_pairs("caa", tasks_dir, own / "caa.safetensors"))),
+                  ("alignez-flipped", str(fit_on_headline_pairs("v2", tasks_dir, own / "v2-flipped.safetensors",
+                                                                gate="flipped"))),
+                  ("alignez", str(fit_on_headline_pairs("v2", tasks_dir, own / "v2.safetensors")))]
+        compare("ablations", "study_alpaca", args.limit, tasks_dir, methods=[], edit_files=files)
         if not args.quick:
-            compare("ablations-alpha2", "study_alpaca", args.limit, tasks_dir, methods=["alignez"], edit={"alpha": 2.0},
-                    fit=lim)
-            compare("ablations-top1", "study_alpaca", args.limit, tasks_dir, methods=["alignez"],
-                    edit={"n_layers": 1}, fit=lim)
-            compare("ablations-iti", "study_alpaca", args.limit, tasks_dir, methods=["iti"], fit=lim)
-    elif args.stage == "prefacc":
-        print(json.dumps(prefacc(args.data, args.limit), indent=1))
-    elif args.stage == "summary":
-        print(summary().read_text())
+            v2 = own / "v2.safetensors"
+            compare("ablations-alpha2", "study_alpaca", args.limit, tasks_dir, methods=[],
+                    edit_files=[("alignez-alpha2", str(v2))], edit={"alpha": 2.0})
+            compare("ablations-top1", "study_alpaca", args.limit, tasks_dir, methods=[],
+                    edit_files=[("alignez-top1", str(v2))], edit={"n_layers": 1})
+            compare("ablations-iti", "study_alpaca", args.limit, tasks_dir, methods=[],
+                    edit_files=[("iti", str(fit_on_headline_pairs("iti", tasks_dir, own / "iti.safetensors")))])
     elif args.stage == "why":
         print(json.dumps(why(args.data), indent=1)[:4000])
     elif args.stage == "harmless":
