@@ -433,6 +433,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=300)
     ap.add_argument("--instruct", default=",".join(INSTRUCT), help="instruct models edited vs themselves")
     ap.add_argument("--quick", action="store_true", help="ablations: only v1, CAA, real pairs, the flipped gate")
+    ap.add_argument("--only", default=None, metavar="LABELS",
+                    help="ablations: only these systems (v2-real,caa-real,v1,caa,alignez-flipped,alignez)")
     args = ap.parse_args()
     if args.stage == "all":
         for stage in ORDER:
@@ -459,6 +461,8 @@ def main() -> int:
                   ("alignez-flipped", str(fit_on_headline_pairs("v2", tasks_dir, own / "v2-flipped.safetensors",
                                                                 gate="flipped"))),
                   ("alignez", str(fit_on_headline_pairs("v2", tasks_dir, own / "v2.safetensors")))]
+        if args.only:
+            files = [f for f in files if f[0] in args.only.split(",")]
         compare("ablations", "study_alpaca", args.limit, tasks_dir, methods=[], edit_files=files)
         if not args.quick:
             v2 = own / "v2.safetensors"
