@@ -139,7 +139,7 @@ def test_fused_cast_is_made_once_per_dtype() -> None:
 
 def test_rules_are_objects_with_one_interface():
     """The plan and the hooks ask a rule object (no string tests): its delta is the rule's formula,
-    only alignez has a fused form and takes gates, only add needs a shift and no directions."""
+    only alignez has a fused form and takes gates; add needs a shift and no directions, clamp both."""
     from alignez_eval.errors import ArtifactError
 
     torch.manual_seed(0)
@@ -147,16 +147,21 @@ def test_rules_are_objects_with_one_interface():
     q, _ = torch.linalg.qr(torch.randn(8, 4, dtype=torch.float64))
     harm, help_, steer = q.T[:2], q.T[2:4], torch.randn(8, dtype=torch.float64)
     expect = {"alignez": rules.alignez_delta(x, harm, help_, 1.5), "projection": rules.projection_delta(x, harm, help_, 1.5),
-              "add": rules.add_delta(x, steer, 1.5)}
+              "add": rules.add_delta(x, steer, 1.5), "clamp": rules.clamp_delta(x, harm, steer, 1.5)}
     assert set(rules.RULES) == set(expect)
     for name, want in expect.items():
         rule = rules.get_rule(name)
         assert rule.name == name
         torch.testing.assert_close(rule.delta(x, harm, help_, steer, 1.5), want)
         assert (rule.fuse(harm, help_, 1.5) is not None) == (name == "alignez") == rule.gated
-        assert rule.needs_steer == (name == "add") == (not rule.uses_directions)
+        assert rule.needs_steer == (name in ("add", "clamp"))
+        assert rule.uses_directions == (name != "add")
     fused = rules.get_rule("alignez").fuse(harm, help_, 1.5)
     x2 = x.reshape(-1, 8)
     torch.testing.assert_close(x2 + fused.delta_coeffs(x2) @ fused.theta_out, x2 + expect["alignez"].reshape(-1, 8))
+    # clamp by hand: the component along span(Θ_harm) is replaced by α·steer's, the rest kept
+    c = rules.get_rule("clamp").delta(x, harm, help_, steer, 1.5) + x
+    torch.testing.assert_close(c @ harm.T, (1.5 * steer @ harm.T).expand(3, 5, 2))
+    torch.testing.assert_close(c - (c @ harm.T) @ harm, x - (x @ harm.T) @ harm + 1.5 * (steer - (steer @ harm.T) @ harm))
     with pytest.raises(ArtifactError, match="unknown edit rule 'shift'"):
         rules.get_rule("shift")
