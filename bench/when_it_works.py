@@ -298,6 +298,9 @@ def prefacc(data: Path, n: int) -> dict[str, Any]:
         systems["alignez-top1"] = (WORK / "own" / "v2.safetensors", {"n_layers": 1})
     for f in sorted((WORK / "real").glob("*.safetensors")):
         systems[f"{f.stem}-real"] = (f, {})
+    # the systems of the leaderboards: those that were generated
+    generated = {st["meta"].get("system") for st in steps() if st["kind"] == "gen"}
+    systems = {k: v for k, v in systems.items() if k in generated}
     lm.set_edit(edit="none")
     base = pair_margins(lm, pairs)
     out: dict[str, Any] = {"pairs": len(pairs), "source": "AlpacaEval GPT-4 dev annotations, held-out instructions",
