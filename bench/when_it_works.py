@@ -47,8 +47,9 @@ FIT = {"answer_tokens": 64, "char_tokens": 32, "gen_batch_size": 32, "act_batch_
 # The paper self-generates on every test prompt; here every fit self-generates on the first FIT_LIMIT
 # evaluated prompts (7.3 s a query for gemma-3-270m on a 2-core AVX2 CPU: 300 would take 36 min a fit)
 FIT_LIMIT = 100
-WORK = REPO / "runs" / "when_it_works"
-REPORTS = REPO / "reports" / "when_it_works"
+# relative to the repository (main() runs there), so reports name run paths as a user would give them
+WORK = Path("runs") / "when_it_works"
+REPORTS = Path("reports") / "when_it_works"
 
 
 def cpu() -> str:
@@ -414,7 +415,7 @@ def summary() -> Path:
             opts.add_argument(a)
         driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
         try:
-            driver.get(page.as_uri() + "#system=alignez&verdict=lose")
+            driver.get(page.resolve().as_uri() + "#system=alignez&verdict=lose")
             driver.save_screenshot(str(shot))
         finally:
             driver.quit()
@@ -439,6 +440,8 @@ def main() -> int:
     ap.add_argument("--only", default=None, metavar="LABELS",
                     help="ablations: only these systems (v2-real,caa-real,v1,caa,alignez-flipped,alignez)")
     args = ap.parse_args()
+    args.data = args.data.resolve()
+    os.chdir(REPO)
     if args.stage == "all":
         for stage in ORDER:
             argv = [sys.executable, __file__, "--data", str(args.data), "--stage", stage,
