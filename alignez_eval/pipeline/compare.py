@@ -241,7 +241,7 @@ class ComparePipeline:
         assert system.run is not None
         src = Path(system.run)
         files = [src] if src.is_file() else sorted(src.rglob("*.json*"))
-        task = self.task_for(System("base", "base"), dataset)
+        task = self.task_for(self.systems["base"], dataset)
         inputs = {"run": {str(f.relative_to(src) if f != src else f.name): sha256_file(f) for f in files},
                   "task": task, "queries": queries_fingerprint(self.queries[dataset])}
 
